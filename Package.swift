@@ -1,0 +1,84 @@
+// swift-tools-version:6.1
+//
+// Butterfly for Swift: a per-host virtual network daemon (`butterflyd`) and its CLI (`butterfly`).
+// The module graph mirrors the architecture (docs/ARCHITECTURE.md):
+//
+//   ButterflyProtocol ─┐
+//   ButterflyDataplane ┼─► ButterflyControl ─► butterflyd
+//                      └─► ButterflyCLI     ─► butterfly
+//
+// Dependency direction: data plane never imports the control plane, ZeroMQ or protobuf.
+import PackageDescription
+
+let package = Package(
+    name: "Butterfly",
+    products: [
+        .executable(name: "butterflyd", targets: ["butterflyd"]),
+        .executable(name: "butterfly", targets: ["butterfly"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries found by pkg-config (Debian: libzmq3-dev, libssl-dev).
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // Linux headers and kernel structs the Swift overlay lacks (signalfd; later tun, packet, vhost).
+        .target(name: "CButterflyLinux"),
+
+        // Wire schema: the .proto files and the Swift code generated from them (committed).
+        .target(
+            name: "ButterflyProtocol",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Protos"]
+        ),
+
+        // Data plane: configuration snapshots the control plane publishes, and the engine.
+        .target(
+            name: "ButterflyDataplane",
+            dependencies: [.product(name: "HashTreeCollections", package: "swift-collections")]
+        ),
+
+        // Control plane: model, validation, reconciler, API, ZeroMQ server, encryption, config.
+        .target(
+            name: "ButterflyControl",
+            dependencies: [
+                "CZeroMQ", "CLibCrypto", "CButterflyLinux", "ButterflyProtocol", "ButterflyDataplane",
+                .product(name: "OrderedCollections", package: "swift-collections"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "HashTreeCollections", package: "swift-collections"),
+            ]
+        ),
+
+        // The CLI's command tree (a library so that tests can drive it in-process too).
+        .target(
+            name: "ButterflyCLI",
+            dependencies: [
+                "ButterflyControl", "ButterflyProtocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+
+        .executableTarget(name: "butterflyd", dependencies: ["ButterflyControl"]),
+        .executableTarget(name: "butterfly", dependencies: ["ButterflyCLI"]),
+
+        .testTarget(
+            name: "ButterflyControlTests",
+            dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane"]
+        ),
+        .testTarget(
+            name: "ButterflyCLITests",
+            dependencies: ["ButterflyCLI", "ButterflyControl", "ButterflyProtocol"]
+        ),
+        .testTarget(
+            name: "ButterflyIntegrationTests",
+            dependencies: [
+                "ButterflyControl", "ButterflyProtocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,142 @@
+import ButterflyDataplane
+import ButterflyProtocol
+import Foundation
+
+/// Dispatch of one `MessageV0` request: the first request field present wins, in the order
+/// of the schema (BUTTERFLY-COMPAT.md §2).
+extension APIService {
+    func handleV0(_ message: MessageV0, quit: inout Bool) -> MessageV0 {
+        var reply = MessageV0()
+        if message.hasMessageID { reply.messageID = message.messageID }
+        var response = MessageV0.Response()
+        do throws(APIError) {
+            guard message.hasRequest else { throw APIError.emptyRequest }
+            try dispatch(message.request, into: &response, quit: &quit)
+            response.status.status = true
+        } catch {
+            Log.info("API: request refused: \(error.description)\(error.detail.map { " (\($0))" } ?? "")")
+            response = MessageV0.Response()
+            response.status.status = false
+            response.status.error.description_p = error.description
+            if let detail = error.detail { response.status.error.detail = detail }
+        }
+        reply.response = response
+        return reply
+    }
+
+    private func dispatch(
+        _ request: MessageV0.Request, into response: inout MessageV0.Response, quit: inout Bool
+    ) throws(APIError) {
+        let control = controlPlane
+        if request.hasNicAdd {
+            let nic: NIC
+            do {
+                nic = try NIC(proto: request.nicAdd)
+            } catch {
+                throw .badNIC(error.detail ?? error.description)
+            }
+            try control.mutate { model throws(APIError) in try model.addNIC(nic) }
+            response.nicAdd.path = control.reconciler.path(for: nic)
+            Log.info("NIC \(nic.id) added (vni \(nic.vni), mac \(nic.mac))")
+        } else if request.hasNicUpdate {
+            let update: Model.NICUpdate
+            do {
+                update = try Model.NICUpdate(proto: request.nicUpdate)
+            } catch {
+                throw .badNICUpdate(error.detail ?? error.description)
+            }
+            try control.mutate { model throws(APIError) in try model.updateNIC(id: request.nicUpdate.id, update) }
+        } else if request.hasNicDel {
+            try control.mutate { model in model.deleteNIC(id: request.nicDel) }
+        } else if request.hasNicList {
+            response.nicList = control.model.nics.keys.sorted()
+        } else if request.hasNicDetails {
+            let id = request.nicDetails
+            let nics: [NIC]
+            if id.isEmpty {
+                nics = control.model.nics.values.sorted { $0.id < $1.id }
+            } else {
+                guard let nic = control.model.nics[id] else { throw .nicNotFound(id) }
+                nics = [nic]
+            }
+            response.nicDetails = nics.map { $0.proto(path: control.reconciler.path(for: $0)) }
+        } else if request.hasNicExport {
+            guard control.model.nics[request.nicExport] != nil else { throw .nicNotFound(request.nicExport) }
+            // Firewall sessions join the export once the firewall lands; the field is present
+            // (and empty) so that migration tooling can already call it.
+            response.nicExport.fwData.data = Data()
+        } else if request.hasNicStats {
+            let id = request.nicStats
+            guard control.model.nics[id] != nil else { throw .nicNotFound(id) }
+            let counters = control.nicCounters(id) ?? NICCounters()
+            response.nicStats.in = counters.inBytes
+            response.nicStats.out = counters.outBytes
+            response.nicStats.inPackets = counters.inPackets
+            response.nicStats.outPackets = counters.outPackets
+            response.nicStats.dropped = counters.drops.reduce(0) { $0 + $1.packets }
+            response.nicStats.drops = counters.drops.map { drop in
+                MessageV0.DropCounter.with {
+                    $0.reason = drop.reason
+                    $0.packets = drop.packets
+                }
+            }
+        } else if request.hasSgAdd {
+            let group: SecurityGroup
+            do {
+                group = try SecurityGroup(proto: request.sgAdd)
+            } catch {
+                throw .badSecurityGroup(error.detail ?? error.description)
+            }
+            try control.mutate { model in model.setSecurityGroup(group) }
+        } else if request.hasSgDel {
+            try control.mutate { model in model.deleteSecurityGroup(id: request.sgDel) }
+        } else if request.hasSgList {
+            response.sgList = control.model.securityGroups.keys.sorted()
+        } else if request.hasSgRuleAdd {
+            let rule = try FirewallRule(proto: request.sgRuleAdd.rule)
+            try control.mutate { model in model.addRule(rule, toSecurityGroup: request.sgRuleAdd.sgID) }
+        } else if request.hasSgRuleDel {
+            let rule = try FirewallRule(proto: request.sgRuleDel.rule)
+            try control.mutate { model in model.deleteRule(rule, fromSecurityGroup: request.sgRuleDel.sgID) }
+        } else if request.hasSgRuleList {
+            response.sgRuleList = try control.model.securityGroup(id: request.sgRuleList).rules.map(\.proto)
+        } else if request.hasSgMemberAdd {
+            let address = try Self.parseMember(request.sgMemberAdd.member)
+            try control.mutate { model in model.addMember(address, toSecurityGroup: request.sgMemberAdd.sgID) }
+        } else if request.hasSgMemberDel {
+            let address = try Self.parseMember(request.sgMemberDel.member)
+            try control.mutate { model in model.deleteMember(address, fromSecurityGroup: request.sgMemberDel.sgID) }
+        } else if request.hasSgMemberList {
+            response.sgMemberList = try control.model.securityGroup(id: request.sgMemberList).members.map(\.description)
+        } else if request.hasAppStatus {
+            response.appStatus.startDate = control.startDate
+            response.appStatus.currentDate = UInt64(Date().timeIntervalSince1970)
+            response.appStatus.requestCounter = control.requestCounter
+            response.appStatus.graphDot = control.graphDOT
+        } else if request.hasAppQuit {
+            Log.info("API: app_quit received, stopping")
+            quit = true
+        } else if request.hasAppConfig {
+            if request.appConfig.hasLogLevel {
+                guard let level = Log.Level(name: request.appConfig.logLevel) else {
+                    throw APIError.badLogLevel("log_level must be one of none, error, warning, info, debug")
+                }
+                Log.level = level
+            }
+        } else if request.hasSgDetails {
+            let id = request.sgDetails
+            if id.isEmpty {
+                response.sgDetails = control.model.securityGroups.values.sorted { $0.id < $1.id }.map(\.proto)
+            } else {
+                response.sgDetails = [try control.model.securityGroup(id: id).proto]
+            }
+        } else {
+            throw APIError.emptyRequest
+        }
+    }
+
+    private static func parseMember(_ text: String) throws(APIError) -> IPAddress {
+        guard let address = IPAddress(text) else { throw .badIP("member '\(text)' is not an IP address") }
+        return address
+    }
+}

@@ -1,0 +1,196 @@
+import ButterflyDataplane
+import ButterflyProtocol
+
+// Conversions between wire messages (`MessageV0.*`) and the model. Every decoding step
+// validates and throws `APIError` with the original wording; encoding is total.
+
+extension NIC {
+    init(proto: MessageV0.Nic) throws(APIError) {
+        guard let mac = MACAddress(proto.mac) else {
+            throw .badNIC("mac '\(proto.mac)' is not of the form xx:xx:xx:xx:xx:xx")
+        }
+        let kind: NICKind =
+            switch proto.type {
+            case .vhostUserServer: .vhostUserServer
+            case .tap: .tap
+            case .bench: .bench
+            case .vhostUserClient: .vhostUserClient
+            }
+        var bench: BenchParameters?
+        if proto.type == .bench || proto.hasBtype || proto.hasDip || proto.hasDmac {
+            var parameters = BenchParameters(btype: proto.hasBtype ? proto.btype : nil, destinationIP: nil, destinationMAC: nil)
+            if proto.hasDip {
+                guard let ip = IPAddress(proto.dip) else { throw .badIP("dip '\(proto.dip)' is not an IP address") }
+                parameters.destinationIP = ip
+            }
+            if proto.hasDmac {
+                guard let dmac = MACAddress(proto.dmac) else { throw .badNIC("dmac '\(proto.dmac)' is not a MAC address") }
+                parameters.destinationMAC = dmac
+            }
+            bench = parameters
+        }
+        self.init(
+            id: proto.id, mac: mac, vni: proto.vni, ips: try Self.parseIPs(proto.ip),
+            securityGroups: Self.uniqued(proto.securityGroup), ipAntiSpoof: proto.ipAntiSpoof,
+            sniffTargetNICID: proto.hasSniffTargetNicID && !proto.sniffTargetNicID.isEmpty ? proto.sniffTargetNicID : nil,
+            bypassFiltering: proto.bypassFiltering, kind: kind,
+            packetTrace: proto.hasPacketTrace ? proto.packetTrace : nil,
+            packetTracePath: proto.hasPacketTracePath && !proto.packetTracePath.isEmpty ? proto.packetTracePath : nil,
+            bench: bench)
+        try validate()
+    }
+
+    /// Parses and normalises a list of addresses, dropping duplicates and keeping the order.
+    static func parseIPs(_ texts: [String]) throws(APIError) -> [IPAddress] {
+        var seen = Set<IPAddress>()
+        var result: [IPAddress] = []
+        for text in texts {
+            guard let ip = IPAddress(text) else { throw .badIP("'\(text)' is not an IPv4 or IPv6 address") }
+            if seen.insert(ip).inserted { result.append(ip) }
+        }
+        return result
+    }
+
+    static func uniqued(_ ids: [String]) -> [String] {
+        var seen = Set<String>()
+        return ids.filter { seen.insert($0).inserted }
+    }
+
+    func proto(path: String) -> MessageV0.Nic {
+        var out = MessageV0.Nic()
+        out.id = id
+        out.mac = mac.description
+        out.vni = vni
+        out.ip = ips.map(\.description)
+        out.securityGroup = securityGroups
+        out.ipAntiSpoof = ipAntiSpoof
+        if let sniffTargetNICID { out.sniffTargetNicID = sniffTargetNICID }
+        out.bypassFiltering = bypassFiltering
+        out.type =
+            switch kind {
+            case .vhostUserServer: .vhostUserServer
+            case .tap: .tap
+            case .bench: .bench
+            case .vhostUserClient: .vhostUserClient
+            }
+        if !path.isEmpty { out.path = path }
+        if let packetTrace { out.packetTrace = packetTrace }
+        if let packetTracePath { out.packetTracePath = packetTracePath }
+        if let bench {
+            if let btype = bench.btype { out.btype = btype }
+            if let ip = bench.destinationIP { out.dip = ip.description }
+            if let mac = bench.destinationMAC { out.dmac = mac.description }
+        }
+        return out
+    }
+}
+
+extension Model.NICUpdate {
+    init(proto: MessageV0.NicUpdateReq) throws(APIError) {
+        self.init()
+        if proto.hasIpAntiSpoof { ipAntiSpoof = proto.ipAntiSpoof }
+        // A repeated field cannot say "set to empty", so a single "" means "clear".
+        if !proto.ip.isEmpty { ips = proto.ip == [""] ? [] : try NIC.parseIPs(proto.ip) }
+        if !proto.securityGroup.isEmpty {
+            securityGroups = proto.securityGroup == [""] ? [] : NIC.uniqued(proto.securityGroup)
+        }
+        if proto.hasPacketTrace { packetTrace = proto.packetTrace }
+        if proto.hasPacketTracePath { packetTracePath = proto.packetTracePath }
+        if proto.hasVni { vni = proto.vni }
+        if proto.hasMac {
+            guard let mac = MACAddress(proto.mac) else {
+                throw .badNIC("mac '\(proto.mac)' is not of the form xx:xx:xx:xx:xx:xx")
+            }
+            self.mac = mac
+        }
+    }
+}
+
+extension FirewallRule {
+    /// TCP, UDP and SCTP: the protocols whose rules may name destination ports.
+    static let protocolsWithPorts: Set<UInt8> = [6, 17, 132]
+
+    public init(proto: MessageV0.Rule) throws(APIError) {
+        let ipProtocol: UInt8?
+        switch proto.protocol {
+        case -1: ipProtocol = nil
+        case 0...255: ipProtocol = UInt8(proto.protocol)
+        default: throw .badRule("protocol \(proto.protocol) is neither -1 (all) nor 0-255")
+        }
+        var ports: ClosedRange<UInt16>?
+        let carriesPorts = ipProtocol.map(Self.protocolsWithPorts.contains) ?? false
+        // Ports of a protocol without ports mean nothing: ignored, and not part of identity.
+        if carriesPorts && (proto.hasPortStart || proto.hasPortEnd) {
+            guard proto.hasPortStart && proto.hasPortEnd else {
+                throw .badRule("port_start and port_end go together")
+            }
+            guard proto.portStart <= 65535 && proto.portEnd <= 65535 else {
+                throw .badRule("ports must be between 0 and 65535")
+            }
+            guard proto.portStart <= proto.portEnd else {
+                throw .badRule("port_start \(proto.portStart) is greater than port_end \(proto.portEnd)")
+            }
+            ports = UInt16(proto.portStart)...UInt16(proto.portEnd)
+        } else if ipProtocol == 6 || ipProtocol == 17 {
+            throw .badRule("TCP and UDP rules need port_start and port_end")
+        }
+        let peer: Peer
+        switch (proto.hasCidr, proto.hasSecurityGroup) {
+        case (true, false):
+            guard let address = IPAddress(proto.cidr.address) else {
+                throw .badRule("cidr address '\(proto.cidr.address)' is not an IP address")
+            }
+            guard proto.cidr.maskSize <= address.bitWidth else {
+                throw .badRule("mask size \(proto.cidr.maskSize) is longer than the address (\(address.bitWidth) bits)")
+            }
+            peer = .cidr(address, prefixLength: UInt8(proto.cidr.maskSize))
+        case (false, true):
+            guard !proto.securityGroup.isEmpty else { throw .badRule("security_group is empty") }
+            peer = .members(ofSecurityGroup: proto.securityGroup)
+        case (true, true):
+            throw .badRule("a rule has either a cidr or a security_group, not both")
+        case (false, false):
+            throw .badRule("a rule needs a cidr or a security_group")
+        }
+        self.init(
+            direction: proto.direction == .outbound ? .outbound : .inbound, ipProtocol: ipProtocol, ports: ports,
+            peer: peer)
+    }
+
+    public var proto: MessageV0.Rule {
+        var out = MessageV0.Rule()
+        out.direction = direction == .outbound ? .outbound : .inbound
+        out.protocol = ipProtocol.map(Int32.init) ?? -1
+        if let ports {
+            out.portStart = UInt32(ports.lowerBound)
+            out.portEnd = UInt32(ports.upperBound)
+        }
+        switch peer {
+        case .cidr(let address, let prefixLength):
+            out.cidr.address = address.description
+            out.cidr.maskSize = UInt32(prefixLength)
+        case .members(let group):
+            out.securityGroup = group
+        }
+        return out
+    }
+}
+
+extension SecurityGroup {
+    init(proto: MessageV0.Sg) throws(APIError) {
+        self.init(id: proto.id)
+        for rule in proto.rule { rules.append(try FirewallRule(proto: rule)) }
+        for member in proto.member {
+            guard let ip = IPAddress(member) else { throw .badIP("member '\(member)' is not an IP address") }
+            members.append(ip)
+        }
+    }
+
+    var proto: MessageV0.Sg {
+        var out = MessageV0.Sg()
+        out.id = id
+        out.member = members.map(\.description)
+        out.rule = rules.map(\.proto)
+        return out
+    }
+}

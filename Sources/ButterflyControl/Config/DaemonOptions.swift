@@ -1,0 +1,225 @@
+import ButterflyDataplane
+import Foundation
+
+/// Everything `butterflyd` can be told, from its command line and its ini file
+/// (BUTTERFLY-COMPAT.md §6). The command line overrides the ini file, which overrides the
+/// defaults; with no arguments at all the daemon runs local-only switching on safe defaults.
+public struct DaemonOptions: Equatable, Sendable {
+    public var configFile: String?
+    /// VTEP address (`-i`); `nil` = local-only switching.
+    public var vtepAddress: IPAddress?
+    public var socketDirectory = "/tmp"
+    public var endpoint = "tcp://127.0.0.1:9999"
+    public var logLevel = Log.Level.error
+    public var graphCPUCore: Int?
+    /// Accepted for compatibility with DPDK-era scripts; see `underlayInterface`.
+    public var dpdkArgs: String?
+    public var dpdkPort: Int?
+    /// `nil` = the port's maximum (`-m max`).
+    public var nicMTU: Int?
+    public var packetTrace = false
+    public var tracePath = "/tmp"
+    public var offloads = true
+    public var keyPath: String?
+    public var syslog = true
+    public var stateFile: String?
+    public var showVersion = false
+    public var showHelp = false
+
+    public init() {}
+
+    public struct Failure: Error, CustomStringConvertible, Equatable {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Parses the command line, reading the ini file it names (if any) underneath it.
+    public static func parse(_ arguments: [String]) throws(Failure) -> DaemonOptions {
+        let command = try CommandLineValues(arguments)
+        var options = DaemonOptions()
+        if let path = command.values["config"] {
+            options.configFile = path
+            let text: String
+            do {
+                text = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                throw Failure("cannot read configuration file \(path): \(error.localizedDescription)")
+            }
+            let ini: IniFile
+            do {
+                ini = try IniFile(text: text)
+            } catch {
+                throw Failure("configuration file \(path), \(error)")
+            }
+            try options.apply(ini: ini, path: path)
+        }
+        for (key, value) in command.orderedValues where key != "config" {
+            try options.set(key, value, source: "option --\(key)")
+        }
+        options.showHelp = command.flags.contains("help")
+        options.showVersion = command.flags.contains("version")
+        if command.flags.contains("packet-trace") { options.packetTrace = true }
+        if command.flags.contains("no-offload") { options.offloads = false }
+        if command.flags.contains("no-syslog") { options.syslog = false }
+        return options
+    }
+
+    /// Ini keys, by section, and the option each one sets.
+    static let iniKeys: [String: [String: String]] = [
+        "general": [
+            "ip": "ip", "socket-dir": "socket-dir", "endpoint": "endpoint", "log-level": "log-level",
+            "graph-core-id": "graph-cpu-core", "graph-cpu-core": "graph-cpu-core", "dpdk-args": "dpdk-args",
+            "dpdk-port": "dpdk-port", "nic-mtu": "nic-mtu", "state-file": "state-file",
+            "trace-path": "trace-path", "packet-trace": "packet-trace-flag", "no-offload": "no-offload-flag",
+        ],
+        "security": ["encryption_key_path": "key"],
+    ]
+
+    mutating func apply(ini: IniFile, path: String) throws(Failure) {
+        for (section, keys) in ini.sections.sorted(by: { $0.key < $1.key }) {
+            guard let known = Self.iniKeys[section] else {
+                throw Failure("configuration file \(path): unknown section [\(section)]")
+            }
+            for (key, value) in keys.sorted(by: { $0.key < $1.key }) {
+                guard let option = known[key] else {
+                    throw Failure("configuration file \(path): unknown key '\(key)' in [\(section)]")
+                }
+                try set(option, value, source: "\(path): [\(section)] \(key)")
+            }
+        }
+    }
+
+    private mutating func set(_ option: String, _ value: String, source: String) throws(Failure) {
+        switch option {
+        case "ip":
+            guard let address = IPAddress(value) else { throw Failure("\(source): '\(value)' is not an IP address") }
+            vtepAddress = address
+        case "socket-dir": socketDirectory = value
+        case "endpoint":
+            guard !value.isEmpty else { throw Failure("\(source): empty endpoint") }
+            endpoint = value
+        case "log-level":
+            guard let level = Log.Level(name: value) else {
+                throw Failure("\(source): log level must be none, error, warning, info or debug, not '\(value)'")
+            }
+            logLevel = level
+        case "graph-cpu-core": graphCPUCore = try Self.integer(value, source: source, range: 0...4095)
+        case "dpdk-args": dpdkArgs = value
+        case "dpdk-port": dpdkPort = try Self.integer(value, source: source, range: 0...65535)
+        case "nic-mtu":
+            nicMTU = value == "max" ? nil : try Self.integer(value, source: source, range: 68...65535)
+        case "state-file":
+            guard !value.isEmpty else { throw Failure("\(source): empty path") }
+            stateFile = value
+        case "trace-path": tracePath = value
+        case "key": keyPath = value
+        case "packet-trace-flag": packetTrace = try Self.boolean(value, source: source)
+        case "no-offload-flag": offloads = !(try Self.boolean(value, source: source))
+        default: preconditionFailure("unhandled option \(option)")
+        }
+    }
+
+    private static func integer(_ text: String, source: String, range: ClosedRange<Int>) throws(Failure) -> Int {
+        guard let value = Int(text), range.contains(value) else {
+            throw Failure("\(source): expected an integer in \(range.lowerBound)...\(range.upperBound), not '\(text)'")
+        }
+        return value
+    }
+
+    private static func boolean(_ text: String, source: String) throws(Failure) -> Bool {
+        switch text.lowercased() {
+        case "true", "yes", "1", "on": return true
+        case "false", "no", "0", "off": return false
+        default: throw Failure("\(source): expected true or false, not '\(text)'")
+        }
+    }
+
+    public static let usage = """
+        usage: butterflyd [options]
+
+          -c, --config FILE         ini file ([general] keys below, [security] encryption_key_path)
+          -i, --ip IP               underlay (VTEP) address, IPv4 or IPv6 [ip]; none = local switching only
+          -s, --socket-dir DIR      directory of vhost-user sockets [socket-dir] (default /tmp)
+          -e, --endpoint URL        API endpoint, any ZeroMQ endpoint [endpoint] (default tcp://127.0.0.1:9999)
+          -l, --log-level LEVEL     none, error, warning, info or debug [log-level] (default error)
+          -u, --graph-cpu-core N    CPU core of the packet worker [graph-core-id or graph-cpu-core]
+              --dpdk-args ARGS      accepted for compatibility [dpdk-args]
+              --dpdk-port N         accepted for compatibility [dpdk-port]
+          -m, --nic-mtu N|max       MTU of guest NICs [nic-mtu] (default max)
+          -t, --packet-trace        trace every NIC to pcap by default [packet-trace]
+              --trace-path DIR      directory of default pcap traces [trace-path] (default /tmp)
+              --no-offload          disable offloads [no-offload]
+          -k, --key PATH            API encryption key file: base64 of 32 bytes [security/encryption_key_path]
+              --state-file PATH     save the configuration here after each change, restore it at start [state-file]
+              --no-syslog           log to stderr only
+          -V, --version             print the version and exit
+          -h, --help                print this help and exit
+
+        The command line overrides the ini file.
+        """
+}
+
+/// Raw command-line values: `-x V`, `--long V`, `--long=V`, and flags.
+struct CommandLineValues {
+    static let valueOptions: [String: String] = [
+        "c": "config", "i": "ip", "s": "socket-dir", "e": "endpoint", "l": "log-level", "u": "graph-cpu-core",
+        "m": "nic-mtu", "k": "key",
+    ]
+    static let longValueOptions: Set<String> = [
+        "config", "ip", "socket-dir", "endpoint", "log-level", "graph-cpu-core", "dpdk-args", "dpdk-port", "nic-mtu",
+        "key", "state-file", "trace-path",
+    ]
+    static let flagOptions: [String: String] = ["t": "packet-trace", "V": "version", "h": "help"]
+    static let longFlags: Set<String> = ["packet-trace", "no-offload", "no-syslog", "version", "help"]
+
+    var orderedValues: [(String, String)] = []
+    var values: [String: String] = [:]
+    var flags: Set<String> = []
+
+    init(_ arguments: [String]) throws(DaemonOptions.Failure) {
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            var name: String
+            var inlineValue: String?
+            if argument.hasPrefix("--") {
+                name = String(argument.dropFirst(2))
+                if let equals = name.firstIndex(of: "=") {
+                    inlineValue = String(name[name.index(after: equals)...])
+                    name = String(name[..<equals])
+                }
+                if name == "graph-core-id" { name = "graph-cpu-core" }
+            } else if argument.hasPrefix("-") && argument.count >= 2 {
+                let short = String(argument.dropFirst().prefix(1))
+                if argument.count > 2 { inlineValue = String(argument.dropFirst(2)) }
+                if let long = Self.valueOptions[short] {
+                    name = long
+                } else if let long = Self.flagOptions[short], inlineValue == nil {
+                    name = long
+                } else {
+                    throw DaemonOptions.Failure("unknown option '\(argument)' (see --help)")
+                }
+            } else {
+                throw DaemonOptions.Failure("unexpected argument '\(argument)' (see --help)")
+            }
+            if Self.longFlags.contains(name) {
+                guard inlineValue == nil else { throw DaemonOptions.Failure("option --\(name) takes no value") }
+                flags.insert(name)
+            } else if Self.longValueOptions.contains(name) {
+                let value: String
+                if let inlineValue {
+                    value = inlineValue
+                } else {
+                    guard index < arguments.count else { throw DaemonOptions.Failure("option --\(name) needs a value") }
+                    value = arguments[index]
+                    index += 1
+                }
+                orderedValues.append((name, value))
+                values[name] = value
+            } else {
+                throw DaemonOptions.Failure("unknown option '\(argument)' (see --help)")
+            }
+        }
+    }
+}

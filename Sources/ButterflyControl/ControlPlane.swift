@@ -1,0 +1,54 @@
+import ButterflyDataplane
+import Foundation
+
+/// The control plane's state: the model, the reconciler that mirrors it into a data-plane
+/// snapshot, the optional state file, and the API counters.
+///
+/// Owned by the API thread; nothing here is shared with the data plane except the immutable
+/// snapshots handed to `publish`.
+public final class ControlPlane {
+    public private(set) var model = Model()
+    public private(set) var reconciler: Reconciler
+    public let startDate: UInt64
+    public internal(set) var requestCounter: UInt64 = 0
+    let stateFile: StateFile?
+    private let publish: (DataplaneConfig) -> Void
+    /// Counters of one NIC, from the data plane; `nil` when it has none for that NIC.
+    var nicCounters: (String) -> NICCounters?
+    /// Live graph from the data plane, or `nil` to describe the configured one.
+    var liveGraphDOT: () -> String?
+    private var unsavedChanges = false
+
+    public init(
+        reconciler: Reconciler, stateFile: StateFile? = nil,
+        publish: @escaping (DataplaneConfig) -> Void = { _ in },
+        nicCounters: @escaping (String) -> NICCounters? = { _ in nil },
+        liveGraphDOT: @escaping () -> String? = { nil }
+    ) {
+        self.reconciler = reconciler
+        self.stateFile = stateFile
+        self.publish = publish
+        self.nicCounters = nicCounters
+        self.liveGraphDOT = liveGraphDOT
+        self.startDate = UInt64(Date().timeIntervalSince1970)
+    }
+
+    /// Runs one model operation and, when it changed something, reconciles and publishes.
+    func mutate(_ operation: (inout Model) throws(APIError) -> ModelChange) throws(APIError) {
+        let change = try operation(&model)
+        guard reconciler.apply(change, from: model) else { return }
+        unsavedChanges = true
+        publish(reconciler.snapshot)
+    }
+
+    /// Writes the state file if anything changed since the last save. Called once per API
+    /// request (a batch of messages is one save).
+    func saveIfNeeded() throws {
+        guard unsavedChanges, let stateFile else { return }
+        try stateFile.save(model)
+        unsavedChanges = false
+    }
+
+    /// The Graphviz graph `app_status` reports.
+    var graphDOT: String { liveGraphDOT() ?? reconciler.snapshot.graphDOT() }
+}

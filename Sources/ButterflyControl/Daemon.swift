@@ -1,0 +1,140 @@
+import ButterflyDataplane
+import CButterflyLinux
+import ButterflyProtocol
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `butterflyd`: reads options, restores state, serves the API until asked to stop.
+public enum Daemon {
+    public static let version = "0.1.0"
+
+    /// Runs the daemon; returns the process exit status.
+    public static func main(arguments: [String]) -> Int32 {
+        let options: DaemonOptions
+        do {
+            options = try DaemonOptions.parse(arguments)
+        } catch {
+            fail(error.description)
+            return 1
+        }
+        if options.showHelp {
+            print(DaemonOptions.usage)
+            return 0
+        }
+        if options.showVersion {
+            print("butterflyd version \(version) (API revision \(ButterflyRevision.current))")
+            return 0
+        }
+        Log.level = options.logLevel
+        if options.syslog { Log.enableSyslog() }
+
+        do {
+            try run(options)
+            return 0
+        } catch let error as StartupError {
+            fail(error.description)
+            return 1
+        } catch {
+            fail("\(error)")
+            return 1
+        }
+    }
+
+    struct StartupError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func run(_ options: DaemonOptions) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: options.socketDirectory, isDirectory: &isDirectory),
+            isDirectory.boolValue
+        else {
+            throw StartupError(description: "socket directory \(options.socketDirectory) does not exist")
+        }
+        let cipher: PayloadCipher?
+        if let keyPath = options.keyPath {
+            do {
+                cipher = try KeyFile.load(path: keyPath)
+            } catch {
+                throw StartupError(description: error.description)
+            }
+            Log.info("encryption key loaded")
+        } else {
+            cipher = nil
+        }
+
+        // Stop signals are read from a signalfd by the API loop, never handled asynchronously.
+        // Blocked before any other thread starts so every thread inherits the mask.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        let signalFD = signalfd(-1, &signals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
+        guard signalFD >= 0 else { throw StartupError(description: "signalfd: \(String(cString: strerror(errno)))") }
+        defer { close(signalFD) }
+
+        let host = HostConfig(
+            vtepAddress: options.vtepAddress, socketDirectory: options.socketDirectory, nicMTU: options.nicMTU,
+            offloads: options.offloads)
+        let reconciler = Reconciler(
+            host: host, traceByDefault: options.packetTrace, traceDirectory: options.tracePath, processID: getpid())
+        let stateFile = options.stateFile.map(StateFile.init(path:))
+        let controlPlane = ControlPlane(reconciler: reconciler, stateFile: stateFile)
+        let service = APIService(controlPlane: controlPlane, cipher: cipher)
+
+        if let stateFile {
+            try restore(stateFile, into: service)
+        }
+
+        let context = ZMQContext()
+        let server: APIServer
+        do {
+            server = try APIServer(endpoint: options.endpoint, service: service, context: context)
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        Log.info("API listening on \(server.endpoint)")
+        let reason = try server.run(stopDescriptor: signalFD)
+        if reason == .stopDescriptorReadable {
+            var info = signalfd_siginfo()
+            _ = read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size)
+            Log.info("got signal \(info.ssi_signo), stopping")
+        }
+        Log.info("stopped")
+    }
+
+    /// Replays the state file through the API, as `butterfly request` would; any refusal
+    /// means the file does not describe a valid configuration, and the daemon will not start.
+    static func restore(_ stateFile: StateFile, into service: APIService) throws {
+        let saved: Proto_Messages?
+        do {
+            saved = try stateFile.load()
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        guard let saved, !saved.messages.isEmpty else { return }
+        let control = service.controlPlane
+        for (index, message) in saved.messages.enumerated() {
+            var quit = false
+            let reply = service.handleV0(message.message0, quit: &quit)
+            guard reply.response.status.status, !quit else {
+                throw StartupError(
+                    description:
+                        "state file \(stateFile.path) is corrupt: message \(index + 1) refused: \(reply.response.status.error.description_p)"
+                )
+            }
+        }
+        control.requestCounter = 0
+        try control.saveIfNeeded()
+        Log.info("restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(stateFile.path)")
+    }
+
+    static func fail(_ message: String) {
+        writeToStandardError("butterflyd: \(message)\n")
+        Log.syslogOnly(.error, message)
+    }
+}

@@ -1,0 +1,65 @@
+import ButterflyDataplane
+
+/// Turns the desired state into the data plane's immutable configuration, one change at a time.
+///
+/// `apply(_:from:)` rewrites only the entry the change names, in a persistent map, so the cost
+/// of a change does not depend on how many NICs or groups exist. Every applied change bumps
+/// the snapshot's version; a no-op change publishes nothing.
+public struct Reconciler: Sendable {
+    public private(set) var snapshot: DataplaneConfig
+    /// Per-NIC packet tracing default (`butterflyd -t`).
+    public let traceByDefault: Bool
+    /// Where default per-NIC traces go: `<traceDirectory>/butterfly-<pid>-<nic>.pcap`.
+    public let traceDirectory: String
+    private let processID: Int32
+
+    public init(host: HostConfig, traceByDefault: Bool, traceDirectory: String, processID: Int32) {
+        self.snapshot = DataplaneConfig(host: host)
+        self.traceByDefault = traceByDefault
+        self.traceDirectory = traceDirectory
+        self.processID = processID
+    }
+
+    /// Applies one model change; returns whether the snapshot changed.
+    @discardableResult
+    public mutating func apply(_ change: ModelChange, from model: Model) -> Bool {
+        switch change {
+        case .none:
+            return false
+        case .nic(let id):
+            snapshot.nics[id] = model.nics[id].map(nicConfig)
+        case .securityGroup(let id):
+            snapshot.securityGroups[id] = model.securityGroups[id].map {
+                SecurityGroupConfig(id: $0.id, rules: Array($0.rules), members: Set($0.members))
+            }
+        }
+        snapshot.version += 1
+        return true
+    }
+
+    /// The path the NIC reports back: its vhost-user socket or its tap interface name.
+    public func path(for nic: NIC) -> String {
+        switch nic.kind {
+        case .vhostUserServer, .vhostUserClient:
+            return snapshot.host.socketDirectory + "/qemu-vhost-" + nic.id
+        case .tap:
+            return nic.id
+        case .bench:
+            return ""
+        }
+    }
+
+    /// The pcap file of a NIC being traced, or `nil` when its tracing is off.
+    public func tracePath(for nic: NIC) -> String? {
+        guard nic.packetTrace ?? traceByDefault else { return nil }
+        return nic.packetTracePath ?? "\(traceDirectory)/butterfly-\(processID)-\(nic.id).pcap"
+    }
+
+    private func nicConfig(_ nic: NIC) -> NICConfig {
+        NICConfig(
+            id: nic.id, mac: nic.mac, vni: nic.vni, ips: nic.ips, kind: nic.kind, path: path(for: nic),
+            ipAntiSpoof: nic.ipAntiSpoof, bypassFiltering: nic.bypassFiltering,
+            securityGroups: nic.securityGroups, packetTracePath: tracePath(for: nic),
+            sniffTarget: nic.sniffTargetNICID)
+    }
+}

@@ -1,0 +1,25 @@
+/// Counters of one NIC as the data plane reports them to the API (`nic_stats`).
+public struct NICCounters: Sendable, Equatable {
+    /// Bytes / packets received from the guest (guest → network).
+    public var inBytes: UInt64
+    public var inPackets: UInt64
+    /// Bytes / packets delivered to the guest (network → guest).
+    public var outBytes: UInt64
+    public var outPackets: UInt64
+    /// Drops by reason name.
+    public var drops: [(reason: String, packets: UInt64)]
+
+    public init(inBytes: UInt64 = 0, inPackets: UInt64 = 0, outBytes: UInt64 = 0, outPackets: UInt64 = 0,
+                drops: [(reason: String, packets: UInt64)] = []) {
+        self.inBytes = inBytes
+        self.inPackets = inPackets
+        self.outBytes = outBytes
+        self.outPackets = outPackets
+        self.drops = drops
+    }
+
+    public static func == (lhs: NICCounters, rhs: NICCounters) -> Bool {
+        lhs.inBytes == rhs.inBytes && lhs.inPackets == rhs.inPackets && lhs.outBytes == rhs.outBytes
+            && lhs.outPackets == rhs.outPackets && lhs.drops.elementsEqual(rhs.drops, by: { $0 == $1 })
+    }
+}

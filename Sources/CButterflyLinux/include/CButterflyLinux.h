@@ -1,0 +1,12 @@
+#ifndef BUTTERFLY_CBUTTERFLYLINUX_H
+#define BUTTERFLY_CBUTTERFLYLINUX_H
+// Linux interfaces that Glibc's Swift overlay does not expose. Only headers and tiny
+// helpers live here; all logic is Swift.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+/// Writes the whole buffer to a descriptor (for log lines to stderr without stdio's shared
+/// FILE state). Returns 0 or -1 with errno set.
+int cbutterfly_write_all(int fd, const void *buffer, size_t length);
+#endif
