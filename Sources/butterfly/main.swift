@@ -1,1 +1,7 @@
-print("")
+import ButterflyCLI
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+exit(CLI.main(arguments: Array(CommandLine.arguments.dropFirst())))

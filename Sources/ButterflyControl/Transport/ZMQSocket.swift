@@ -145,3 +145,9 @@ public final class ZMQSocket {
         }
     }
 }
+
+/// libzmq option numbers for callers that do not import CZeroMQ.
+public enum ZMQRawOption {
+    public static let receiveTimeout = ZMQ_RCVTIMEO
+    public static let sendTimeout = ZMQ_SNDTIMEO
+}
