@@ -1,5 +1,8 @@
 #include "CButterflyLinux.h"
 #include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 int cbutterfly_write_all(int fd, const void *buffer, size_t length) {
     const char *cursor = buffer;
@@ -16,3 +19,16 @@ int cbutterfly_write_all(int fd, const void *buffer, size_t length) {
 }
 
 _Static_assert(sizeof(struct signalfd_siginfo) == 128, "signalfd_siginfo is 128 bytes (signalfd(2))");
+
+int cbutterfly_unix_socket_is_live(const char *path) {
+    struct sockaddr_un address;
+    if (strlen(path) >= sizeof(address.sun_path)) return 0;
+    memset(&address, 0, sizeof(address));
+    address.sun_family = AF_UNIX;
+    strcpy(address.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int live = connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
+    close(fd);
+    return live;
+}

@@ -1,3 +1,5 @@
+import CButterflyLinux
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,6 +17,9 @@ public final class APIServer {
     public let endpoint: String
 
     public init(endpoint: String, service: APIService, context: ZMQContext) throws(ZMQError) {
+        if endpoint.hasPrefix("ipc://"), cbutterfly_unix_socket_is_live(String(endpoint.dropFirst(6))) == 1 {
+            throw ZMQError(operation: "cannot bind \(endpoint)", errno: EADDRINUSE)
+        }
         socket = try ZMQSocket(context: context, kind: .reply)
         try socket.setMaximumMessageSize(Self.maximumRequestSize)
         try socket.bind(endpoint)

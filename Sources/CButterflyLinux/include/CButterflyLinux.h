@@ -9,4 +9,9 @@
 /// Writes the whole buffer to a descriptor (for log lines to stderr without stdio's shared
 /// FILE state). Returns 0 or -1 with errno set.
 int cbutterfly_write_all(int fd, const void *buffer, size_t length);
+
+/// 1 when a process accepts connections on the Unix stream socket at `path`, else 0.
+/// (libzmq silently replaces an existing ipc:// socket file; this lets the daemon refuse to
+/// steal the endpoint of a running one.)
+int cbutterfly_unix_socket_is_live(const char *path);
 #endif
