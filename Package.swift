@@ -64,6 +64,13 @@ let package = Package(
         .executableTarget(name: "butterflyd", dependencies: ["ButterflyControl"]),
         .executableTarget(name: "butterfly", dependencies: ["ButterflyCLI"]),
 
+        // API requests/s and latency against a running daemon (scripts/bench-api).
+        .executableTarget(
+            name: "butterfly-api-bench",
+            dependencies: ["ButterflyControl", "ButterflyProtocol"],
+            path: "Benchmarks/APIBenchmark"
+        ),
+
         .testTarget(
             name: "ButterflyControlTests",
             dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane"]

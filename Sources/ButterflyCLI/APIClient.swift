@@ -13,7 +13,9 @@ struct APIClient {
 
     func send(_ request: Proto_Messages) throws(CLIError) -> Proto_Messages {
         if verbose {
-            Output.out("#########################\n# Message to be sent:\n\(request.textFormatString())\n#########################")
+            Output.out(
+                "#########################\n# Message to be sent:\n\(request.textFormatString())\n#########################"
+            )
         }
         var bytes: [UInt8]
         do {
@@ -60,7 +62,9 @@ struct APIClient {
             Output.out("Received clear response")
         }
         if verbose {
-            Output.out("#########################\n# Received message:\n\(reply.textFormatString())\n#########################")
+            Output.out(
+                "#########################\n# Received message:\n\(reply.textFormatString())\n#########################"
+            )
         }
         return reply
     }

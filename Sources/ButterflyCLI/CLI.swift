@@ -2,7 +2,7 @@ import ButterflyControl
 import ButterflyProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `butterfly`: the command-line client of the Butterfly API (BUTTERFLY-COMPAT.md §5).

@@ -42,7 +42,8 @@ extension Commands {
         try Self.exactly(0, arguments, "dump", "")
         let responses = try call(
             [MessageV0.Request.with { $0.nicDetails = "" }, MessageV0.Request.with { $0.sgDetails = "" }],
-            ids: ["nics", "sgs"])
+            ids: ["nics", "sgs"]
+        )
         Output.out(ConfigurationDump.text(nics: responses[0].nicDetails, securityGroups: responses[1].sgDetails))
     }
 }

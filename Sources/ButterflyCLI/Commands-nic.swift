@@ -58,11 +58,14 @@ extension Commands {
         nic.bypassFiltering = false
         nic.type = .vhostUserServer
         for (name, value) in try Self.options(
-            arguments, path: path,
-            values: ["--id", "--mac", "--vni", "--ip", "--sg", "--type", "--packet-trace", "--trace-path", "--btype",
-                "--dip", "--dmac"],
-            flags: ["--enable-antispoof", "--bypass-filtering"])
-        {
+            arguments,
+            path: path,
+            values: [
+                "--id", "--mac", "--vni", "--ip", "--sg", "--type", "--packet-trace", "--trace-path", "--btype",
+                "--dip", "--dmac",
+            ],
+            flags: ["--enable-antispoof", "--bypass-filtering"]
+        ) {
             switch name {
             case "--id":
                 nic.id = value
@@ -71,7 +74,9 @@ extension Commands {
                 nic.mac = value
                 hasMAC = true
             case "--vni":
-                guard let vni = UInt32(value) else { throw CLIError("\(path): --vni takes a number, not '\(value)'", help: path) }
+                guard let vni = UInt32(value) else {
+                    throw CLIError("\(path): --vni takes a number, not '\(value)'", help: path)
+                }
                 nic.vni = vni
                 hasVNI = true
             case "--ip": nic.ip.append(value)
@@ -109,9 +114,10 @@ extension Commands {
         var ips: [String] = []
         var groups: [String] = []
         for (name, value) in try Self.options(
-            arguments, path: path,
-            values: ["--id", "--ip", "--sg", "--enable-antispoof", "--packet-trace", "--trace-path", "--vni", "--mac"])
-        {
+            arguments,
+            path: path,
+            values: ["--id", "--ip", "--sg", "--enable-antispoof", "--packet-trace", "--trace-path", "--vni", "--mac"]
+        ) {
             switch name {
             case "--id":
                 update.id = value
@@ -122,7 +128,9 @@ extension Commands {
             case "--packet-trace": update.packetTrace = try Self.boolean(value, option: name, path: path)
             case "--trace-path": update.packetTracePath = value
             case "--vni":
-                guard let vni = UInt32(value) else { throw CLIError("\(path): --vni takes a number, not '\(value)'", help: path) }
+                guard let vni = UInt32(value) else {
+                    throw CLIError("\(path): --vni takes a number, not '\(value)'", help: path)
+                }
                 update.vni = vni
             case "--mac": update.mac = value
             default: break

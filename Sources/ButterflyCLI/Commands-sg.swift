@@ -90,9 +90,10 @@ extension Commands {
             return value
         }
         for (name, value) in try options(
-            arguments, path: path,
-            values: ["--dir", "--ip-proto", "--port", "--port-start", "--port-end", "--cidr", "--sg-members"])
-        {
+            arguments,
+            path: path,
+            values: ["--dir", "--ip-proto", "--port", "--port-start", "--port-end", "--cidr", "--sg-members"]
+        ) {
             switch name {
             case "--dir":
                 switch value {
@@ -119,7 +120,10 @@ extension Commands {
             case "--cidr":
                 let parts = value.split(separator: "/", omittingEmptySubsequences: false)
                 guard parts.count == 2, !parts[0].isEmpty, let mask = UInt32(parts[1]) else {
-                    throw CLIError("\(path): --cidr format not recognized: '\(value)' (expected ADDRESS/MASK)", help: path)
+                    throw CLIError(
+                        "\(path): --cidr format not recognized: '\(value)' (expected ADDRESS/MASK)",
+                        help: path
+                    )
                 }
                 rule.cidr.address = String(parts[0])
                 rule.cidr.maskSize = mask

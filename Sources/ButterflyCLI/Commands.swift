@@ -34,7 +34,9 @@ struct Commands {
             }
             guard children.contains(next) else {
                 throw CLIError(
-                    path.isEmpty ? "invalid subcommand \(next)" : "invalid \(path) subcommand \(next)", help: path)
+                    path.isEmpty ? "invalid subcommand \(next)" : "invalid \(path) subcommand \(next)",
+                    help: path
+                )
             }
             path = path.isEmpty ? next : path + " " + next
             arguments.removeFirst()
@@ -134,7 +136,9 @@ struct Commands {
     static func exactly(_ count: Int, _ arguments: [String], _ path: String, _ names: String) throws(CLIError) {
         guard arguments.count == count else {
             throw CLIError(
-                arguments.count < count ? "\(path): missing \(names)" : "\(path): too many arguments", help: path)
+                arguments.count < count ? "\(path): missing \(names)" : "\(path): too many arguments",
+                help: path
+            )
         }
     }
 
@@ -144,7 +148,10 @@ struct Commands {
 
     /// Reads `--name value` pairs and bare flags; anything else is an error.
     static func options(
-        _ arguments: [String], path: String, values: Set<String>, flags: Set<String> = []
+        _ arguments: [String],
+        path: String,
+        values: Set<String>,
+        flags: Set<String> = []
     ) throws(CLIError) -> [(String, String)] {
         var result: [(String, String)] = []
         var index = 0

@@ -1,10 +1,10 @@
 import ButterflyDataplane
-import CButterflyLinux
 import ButterflyProtocol
+import CButterflyLinux
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `butterflyd`: reads options, restores state, serves the API until asked to stop.
@@ -78,10 +78,17 @@ public enum Daemon {
         defer { close(signalFD) }
 
         let host = HostConfig(
-            vtepAddress: options.vtepAddress, socketDirectory: options.socketDirectory, nicMTU: options.nicMTU,
-            offloads: options.offloads)
+            vtepAddress: options.vtepAddress,
+            socketDirectory: options.socketDirectory,
+            nicMTU: options.nicMTU,
+            offloads: options.offloads
+        )
         let reconciler = Reconciler(
-            host: host, traceByDefault: options.packetTrace, traceDirectory: options.tracePath, processID: getpid())
+            host: host,
+            traceByDefault: options.packetTrace,
+            traceDirectory: options.tracePath,
+            processID: getpid()
+        )
         let stateFile = options.stateFile.map(StateFile.init(path:))
         let controlPlane = ControlPlane(reconciler: reconciler, stateFile: stateFile)
         let service = APIService(controlPlane: controlPlane, cipher: cipher)
@@ -130,7 +137,9 @@ public enum Daemon {
         }
         control.requestCounter = 0
         try control.saveIfNeeded()
-        Log.info("restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(stateFile.path)")
+        Log.info(
+            "restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(stateFile.path)"
+        )
     }
 
     static func fail(_ message: String) {

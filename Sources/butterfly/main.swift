@@ -1,7 +1,7 @@
 import ButterflyCLI
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 exit(CLI.main(arguments: Array(CommandLine.arguments.dropFirst())))

@@ -1,7 +1,7 @@
 import ButterflyControl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 exit(Daemon.main(arguments: Array(CommandLine.arguments.dropFirst())))

@@ -13,7 +13,8 @@ struct CLITests {
 
     @Test func nicLifecycle() throws {
         let add = try daemon.cli(
-            "nic add --id nic1 --mac 52:54:00:00:00:01 --vni 42 --ip 198.51.100.1 --ip 2001:0db8::0001 --sg web")
+            "nic add --id nic1 --mac 52:54:00:00:00:01 --vni 42 --ip 198.51.100.1 --ip 2001:0db8::0001 --sg web"
+        )
         #expect(add.status == 0, "\(add)")
         #expect(add.stdout == "\(daemon.directory.path)/qemu-vhost-nic1\n")
 
@@ -37,7 +38,8 @@ struct CLITests {
                 path: \(daemon.directory.path)/qemu-vhost-nic1
                 sg: web
 
-                """)
+                """
+        )
         #expect(try daemon.cli("nic details tap1").stdout.contains("type: TAP\n"))
 
         let stats = try daemon.cli("nic stats nic1")
@@ -75,7 +77,10 @@ struct CLITests {
         #expect(try daemon.cli("sg add sg-1 sg-2").status == 0)
         #expect(try daemon.cli("sg list").stdout == "sg-1\nsg-2\n")
 
-        #expect(try daemon.cli("sg rule add sg-1 --ip-proto tcp --port-start 1000 --port-end 2000 --cidr 10.0.0.0/24").status == 0)
+        #expect(
+            try daemon.cli("sg rule add sg-1 --ip-proto tcp --port-start 1000 --port-end 2000 --cidr 10.0.0.0/24")
+                .status == 0
+        )
         #expect(try daemon.cli("sg rule add sg-1 --ip-proto 42 --sg-members sg-2").status == 0)
         #expect(try daemon.cli("sg rule add sg-1 --dir out --ip-proto all --cidr 2001:db8::/32").status == 0)
         // A rule in a group that does not exist yet creates the group.
@@ -89,7 +94,9 @@ struct CLITests {
                 cfdb94f9418c88f1 | direction: INBOUND - IP protocol: 42 - port start: Ø - port end: Ø - cidr: Ø - members of sg: sg-2
                 \(rules.stdout.split(separator: "\n")[2].prefix(16)) | direction: OUTBOUND - IP protocol: -1 - port start: Ø - port end: Ø - cidr: 2001:db8::/32 - members of sg: Ø
 
-                """, "\(rules)")
+                """,
+            "\(rules)"
+        )
         #expect(try daemon.cli("sg list").stdout == "sg-1\nsg-2\nsg-4\n")
 
         // Delete by hash, then by the same options as add.
@@ -173,12 +180,14 @@ struct CLITests {
 
     @Test func chaining() throws {
         let ok = try daemon.cli(
-            "nic add --id a --mac 52:54:00:00:00:0a --vni 1 + nic add --id b --mac 52:54:00:00:00:0b --vni 1 + nic list")
+            "nic add --id a --mac 52:54:00:00:00:0a --vni 1 + nic add --id b --mac 52:54:00:00:00:0b --vni 1 + nic list"
+        )
         #expect(ok.status == 0)
         #expect(ok.stdout.hasSuffix("a\nb\n"), "\(ok)")
         // Stops at the first failure: `c` is never created.
         let failing = try daemon.cli(
-            "nic del a + nic add --id x --mac 52:54:00:00:00:01 --vni 1 --type TESTS + nic add --id c --mac 52:54:00:00:00:0c --vni 1")
+            "nic del a + nic add --id x --mac 52:54:00:00:00:01 --vni 1 --type TESTS + nic add --id c --mac 52:54:00:00:00:0c --vni 1"
+        )
         #expect(failing.status == 1)
         #expect(try daemon.cli("nic list").stdout == "b\n")
         // Segments may be bare global options.

@@ -114,7 +114,8 @@ struct DaemonTests {
         try content.write(toFile: state, atomically: true, encoding: .utf8)
         let result = try runProcess(
             Binaries.daemon,
-            ["--no-syslog", "-e", "ipc://\(directory.path)/api.sock", "-s", directory.path, "--state-file", state])
+            ["--no-syslog", "-e", "ipc://\(directory.path)/api.sock", "-s", directory.path, "--state-file", state]
+        )
         #expect(result.status != 0)
         #expect(result.stderr.contains("state file \(state)"), "\(result)")
         #expect(result.stderr.contains(reason), "\(result)")
@@ -132,7 +133,9 @@ struct DaemonTests {
             .write(toFile: otherKey, atomically: true, encoding: .utf8)
         let daemon = try Daemon(extraArguments: ["-k", key], directory: directory)
 
-        let encrypted = try daemon.cli(["nic", "add", "--id", "e1", "--mac", "52:54:00:00:00:01", "--vni", "9", "-k", key])
+        let encrypted = try daemon.cli([
+            "nic", "add", "--id", "e1", "--mac", "52:54:00:00:00:01", "--vni", "9", "-k", key,
+        ])
         #expect(encrypted.status == 0, "\(encrypted)")
         #expect(try daemon.cli(["nic", "list", "-k", key]).stdout == "e1\n")
 
@@ -145,7 +148,9 @@ struct DaemonTests {
         #expect(wrongKey.stderr.contains("Encrypted message error: REJECTED"), "\(wrongKey)")
 
         let verbose = try daemon.cli(["nic", "list", "-k", key, "-v"])
-        #expect(verbose.stdout.contains("Request is encrypted") && verbose.stdout.contains("Received encrypted response"))
+        #expect(
+            verbose.stdout.contains("Request is encrypted") && verbose.stdout.contains("Received encrypted response")
+        )
         daemon.stop()
 
         // A daemon without a key refuses encrypted requests.
@@ -210,7 +215,9 @@ struct DaemonTests {
         }
         let socket = directory.path + "/from-ini.sock"
         let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline && process.isRunning { usleep(5_000) }
+        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline && process.isRunning {
+            usleep(5_000)
+        }
         let status = try runProcess(Binaries.cli, ["status", "-e", "ipc://\(socket)"])
         #expect(status.status == 0, "\(status)")
         #expect(status.stdout.contains("vxlan 198.51.100.1"))

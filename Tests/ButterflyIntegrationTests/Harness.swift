@@ -156,7 +156,9 @@ final class Daemon {
         self.directory = directory
         endpoint = "ipc://\(directory.path)/api.sock"
         child = try ChildProcess(
-            Binaries.daemon, ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path] + extraArguments)
+            Binaries.daemon,
+            ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path] + extraArguments
+        )
         // Ready once libzmq has created the socket file (bind happens after state restore).
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: "\(directory.path)/api.sock") {

@@ -25,7 +25,9 @@ extension APIService {
     }
 
     private func dispatch(
-        _ request: MessageV0.Request, into response: inout MessageV0.Response, quit: inout Bool
+        _ request: MessageV0.Request,
+        into response: inout MessageV0.Response,
+        quit: inout Bool
     ) throws(APIError) {
         let control = controlPlane
         if request.hasNicAdd {
@@ -49,7 +51,7 @@ extension APIService {
         } else if request.hasNicDel {
             try control.mutate { model in model.deleteNIC(id: request.nicDel) }
         } else if request.hasNicList {
-            response.nicList = control.model.nics.keys.sorted()
+            response.nicList = control.sortedNICIDs
         } else if request.hasNicDetails {
             let id = request.nicDetails
             let nics: [NIC]

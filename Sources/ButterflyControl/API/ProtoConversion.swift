@@ -18,25 +18,38 @@ extension NIC {
             }
         var bench: BenchParameters?
         if proto.type == .bench || proto.hasBtype || proto.hasDip || proto.hasDmac {
-            var parameters = BenchParameters(btype: proto.hasBtype ? proto.btype : nil, destinationIP: nil, destinationMAC: nil)
+            var parameters = BenchParameters(
+                btype: proto.hasBtype ? proto.btype : nil,
+                destinationIP: nil,
+                destinationMAC: nil
+            )
             if proto.hasDip {
                 guard let ip = IPAddress(proto.dip) else { throw .badIP("dip '\(proto.dip)' is not an IP address") }
                 parameters.destinationIP = ip
             }
             if proto.hasDmac {
-                guard let dmac = MACAddress(proto.dmac) else { throw .badNIC("dmac '\(proto.dmac)' is not a MAC address") }
+                guard let dmac = MACAddress(proto.dmac) else {
+                    throw .badNIC("dmac '\(proto.dmac)' is not a MAC address")
+                }
                 parameters.destinationMAC = dmac
             }
             bench = parameters
         }
         self.init(
-            id: proto.id, mac: mac, vni: proto.vni, ips: try Self.parseIPs(proto.ip),
-            securityGroups: Self.uniqued(proto.securityGroup), ipAntiSpoof: proto.ipAntiSpoof,
-            sniffTargetNICID: proto.hasSniffTargetNicID && !proto.sniffTargetNicID.isEmpty ? proto.sniffTargetNicID : nil,
-            bypassFiltering: proto.bypassFiltering, kind: kind,
+            id: proto.id,
+            mac: mac,
+            vni: proto.vni,
+            ips: try Self.parseIPs(proto.ip),
+            securityGroups: Self.uniqued(proto.securityGroup),
+            ipAntiSpoof: proto.ipAntiSpoof,
+            sniffTargetNICID: proto.hasSniffTargetNicID && !proto.sniffTargetNicID.isEmpty
+                ? proto.sniffTargetNicID : nil,
+            bypassFiltering: proto.bypassFiltering,
+            kind: kind,
             packetTrace: proto.hasPacketTrace ? proto.packetTrace : nil,
             packetTracePath: proto.hasPacketTracePath && !proto.packetTracePath.isEmpty ? proto.packetTracePath : nil,
-            bench: bench)
+            bench: bench
+        )
         try validate()
     }
 
@@ -153,8 +166,11 @@ extension FirewallRule {
             throw .badRule("a rule needs a cidr or a security_group")
         }
         self.init(
-            direction: proto.direction == .outbound ? .outbound : .inbound, ipProtocol: ipProtocol, ports: ports,
-            peer: peer)
+            direction: proto.direction == .outbound ? .outbound : .inbound,
+            ipProtocol: ipProtocol,
+            ports: ports,
+            peer: peer
+        )
     }
 
     public var proto: MessageV0.Rule {

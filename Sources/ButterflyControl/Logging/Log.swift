@@ -1,9 +1,9 @@
 import CButterflyLinux
+import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import Synchronization
 
 /// Control-plane logging to syslog (ident `butterfly`) and stderr, with a level that the API
 /// (`app_config`) changes at runtime. The data plane never logs per packet; it counts.

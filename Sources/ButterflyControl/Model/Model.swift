@@ -36,8 +36,13 @@ public struct Model: Equatable, Sendable {
         public var mac: MACAddress?
 
         public init(
-            ipAntiSpoof: Bool? = nil, ips: [IPAddress]? = nil, securityGroups: [String]? = nil,
-            packetTrace: Bool? = nil, packetTracePath: String? = nil, vni: UInt32? = nil, mac: MACAddress? = nil
+            ipAntiSpoof: Bool? = nil,
+            ips: [IPAddress]? = nil,
+            securityGroups: [String]? = nil,
+            packetTrace: Bool? = nil,
+            packetTracePath: String? = nil,
+            vni: UInt32? = nil,
+            mac: MACAddress? = nil
         ) {
             self.ipAntiSpoof = ipAntiSpoof
             self.ips = ips

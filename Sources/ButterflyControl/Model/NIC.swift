@@ -33,9 +33,17 @@ public struct NIC: Equatable, Sendable {
     }
 
     public init(
-        id: String, mac: MACAddress, vni: UInt32, ips: [IPAddress] = [], securityGroups: [String] = [],
-        ipAntiSpoof: Bool = false, sniffTargetNICID: String? = nil, bypassFiltering: Bool = false,
-        kind: NICKind = .vhostUserServer, packetTrace: Bool? = nil, packetTracePath: String? = nil,
+        id: String,
+        mac: MACAddress,
+        vni: UInt32,
+        ips: [IPAddress] = [],
+        securityGroups: [String] = [],
+        ipAntiSpoof: Bool = false,
+        sniffTargetNICID: String? = nil,
+        bypassFiltering: Bool = false,
+        kind: NICKind = .vhostUserServer,
+        packetTrace: Bool? = nil,
+        packetTracePath: String? = nil,
         bench: BenchParameters? = nil
     ) {
         self.id = id
@@ -65,7 +73,8 @@ public struct NIC: Equatable, Sendable {
         if kind == .tap {
             guard id.utf8.count <= Self.maxInterfaceNameLength else {
                 throw .badNIC(
-                    "a TAP NIC is named after its id, which must be at most \(Self.maxInterfaceNameLength) bytes")
+                    "a TAP NIC is named after its id, which must be at most \(Self.maxInterfaceNameLength) bytes"
+                )
             }
             guard !id.contains(where: { $0 == " " || $0 == ":" }) && id != "." && id != ".." else {
                 throw .badNIC("a TAP NIC id must be a valid interface name")

@@ -3,7 +3,7 @@ import Foundation
 import SwiftProtobuf
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The optional state file (`--state-file`): the whole model, saved after every change and

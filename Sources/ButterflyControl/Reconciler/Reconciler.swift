@@ -57,9 +57,17 @@ public struct Reconciler: Sendable {
 
     private func nicConfig(_ nic: NIC) -> NICConfig {
         NICConfig(
-            id: nic.id, mac: nic.mac, vni: nic.vni, ips: nic.ips, kind: nic.kind, path: path(for: nic),
-            ipAntiSpoof: nic.ipAntiSpoof, bypassFiltering: nic.bypassFiltering,
-            securityGroups: nic.securityGroups, packetTracePath: tracePath(for: nic),
-            sniffTarget: nic.sniffTargetNICID)
+            id: nic.id,
+            mac: nic.mac,
+            vni: nic.vni,
+            ips: nic.ips,
+            kind: nic.kind,
+            path: path(for: nic),
+            ipAntiSpoof: nic.ipAntiSpoof,
+            bypassFiltering: nic.bypassFiltering,
+            securityGroups: nic.securityGroups,
+            packetTracePath: tracePath(for: nic),
+            sniffTarget: nic.sniffTargetNICID
+        )
     }
 }

@@ -20,7 +20,9 @@ public enum KeyFile {
         }
         guard data.count == PayloadCipher.keySize else {
             throw LoadError(
-                description: "encryption key file \(path) holds \(data.count) bytes; it must hold \(PayloadCipher.keySize)")
+                description:
+                    "encryption key file \(path) holds \(data.count) bytes; it must hold \(PayloadCipher.keySize)"
+            )
         }
         do {
             return try PayloadCipher(key: Array(data))

@@ -1,7 +1,7 @@
 import CLibCrypto
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The Butterfly API's `aes256cbc_sha512` payload, bit-compatible with the original.

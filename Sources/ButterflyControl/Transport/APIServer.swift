@@ -1,7 +1,7 @@
 import CButterflyLinux
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The ZeroMQ REP loop that serves `APIService`: one request in, one reply out, no delay.
@@ -46,7 +46,8 @@ public final class APIServer {
                 let request = frames.count == 1 ? frames[0] : []
                 let outcome =
                     frames.count == 1
-                    ? service.handle(request) : APIService.Outcome(reply: APIService.bareError(.parseError), quit: false)
+                    ? service.handle(request)
+                    : APIService.Outcome(reply: APIService.bareError(.parseError), quit: false)
                 try socket.send(outcome.reply)
                 if outcome.quit { return .quitRequested }
             }

@@ -69,8 +69,16 @@ public struct NICConfig: Sendable, Equatable {
     public var sniffTarget: String?
 
     public init(
-        id: String, mac: MACAddress, vni: UInt32, ips: [IPAddress], kind: NICKind, path: String,
-        ipAntiSpoof: Bool, bypassFiltering: Bool, securityGroups: [String], packetTracePath: String?,
+        id: String,
+        mac: MACAddress,
+        vni: UInt32,
+        ips: [IPAddress],
+        kind: NICKind,
+        path: String,
+        ipAntiSpoof: Bool,
+        bypassFiltering: Bool,
+        securityGroups: [String],
+        packetTracePath: String?,
         sniffTarget: String?
     ) {
         self.id = id

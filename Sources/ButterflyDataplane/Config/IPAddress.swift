@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An IPv4 or IPv6 address in network byte order semantics (the integer reads like the
@@ -14,6 +14,8 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// Parses dotted-quad IPv4 or any RFC 4291 text form of IPv6. Nothing else: no
     /// surrounding spaces, no zone index, no prefix length.
     public init?(_ text: String) {
+        // C would stop reading at a NUL and accept what came before it.
+        guard !text.utf8.contains(0) else { return nil }
         if text.utf8.contains(UInt8(ascii: ":")) {
             var raw = in6_addr()
             guard inet_pton(AF_INET6, text, &raw) == 1 else { return nil }

@@ -9,8 +9,13 @@ public struct NICCounters: Sendable, Equatable {
     /// Drops by reason name.
     public var drops: [(reason: String, packets: UInt64)]
 
-    public init(inBytes: UInt64 = 0, inPackets: UInt64 = 0, outBytes: UInt64 = 0, outPackets: UInt64 = 0,
-                drops: [(reason: String, packets: UInt64)] = []) {
+    public init(
+        inBytes: UInt64 = 0,
+        inPackets: UInt64 = 0,
+        outBytes: UInt64 = 0,
+        outPackets: UInt64 = 0,
+        drops: [(reason: String, packets: UInt64)] = []
+    ) {
         self.inBytes = inBytes
         self.inPackets = inPackets
         self.outBytes = outBytes

@@ -1,0 +1,103 @@
+// API benchmark: requests per second and latency of the Butterfly API over a real ZeroMQ
+// socket against a running butterflyd, at empty and at 10,000 NICs + 10,000 rules.
+//
+//   butterfly-api-bench ENDPOINT [NICS] [RULES] [SAMPLES]
+//
+// Run by scripts/bench-api, which starts a release daemon and reports its resident memory.
+import ButterflyControl
+import ButterflyProtocol
+import Foundation
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 2 else {
+    print("usage: butterfly-api-bench ENDPOINT [NICS=10000] [RULES=10000] [SAMPLES=5000]")
+    exit(2)
+}
+let endpoint = arguments[1]
+let nicCount = arguments.count > 2 ? Int(arguments[2])! : 10_000
+let ruleCount = arguments.count > 3 ? Int(arguments[3])! : 10_000
+let samples = arguments.count > 4 ? Int(arguments[4])! : 5_000
+
+let context = ZMQContext()
+let socket = try ZMQSocket(context: context, kind: .request)
+try socket.setOption(ZMQRawOption.receiveTimeout, 30_000)
+try socket.connect(endpoint)
+
+@MainActor func exchange(_ requests: [MessageV0.Request]) throws -> Proto_Messages {
+    var envelope = Proto_Messages()
+    for request in requests {
+        var message = Proto_Message()
+        message.revision = ButterflyRevision.current
+        message.message0.request = request
+        envelope.messages.append(message)
+    }
+    try socket.send(try envelope.serializedBytes())
+    guard let frames = try socket.receive() else { fatalError("no reply within 30 s") }
+    let reply = try Proto_Messages(serializedBytes: frames[0])
+    for message in reply.messages where !message.message0.response.status.status {
+        fatalError("request refused: \(message.message0.response.status.error.description_p)")
+    }
+    return reply
+}
+
+func nic(_ index: Int) -> MessageV0.Request {
+    MessageV0.Request.with {
+        $0.nicAdd.id = "bench-nic-\(index)"
+        $0.nicAdd.mac = String(format: "52:54:%02x:%02x:%02x:%02x", (index >> 24) & 255, (index >> 16) & 255, (index >> 8) & 255, index & 255)
+        $0.nicAdd.vni = UInt32(index % 4096)
+        $0.nicAdd.ip = ["10.\((index >> 16) & 255).\((index >> 8) & 255).\(index & 255)"]
+        $0.nicAdd.securityGroup = ["sg-\(index % 100)"]
+    }
+}
+
+func rule(_ index: Int) -> MessageV0.Request {
+    MessageV0.Request.with {
+        $0.sgRuleAdd.sgID = "sg-\(index % 100)"
+        $0.sgRuleAdd.rule.direction = .inbound
+        $0.sgRuleAdd.rule.protocol = 6
+        $0.sgRuleAdd.rule.portStart = UInt32(index % 60000)
+        $0.sgRuleAdd.rule.portEnd = UInt32(index % 60000)
+        $0.sgRuleAdd.rule.cidr.address = "10.\((index >> 16) & 255).\((index >> 8) & 255).0"
+        $0.sgRuleAdd.rule.cidr.maskSize = 24
+    }
+}
+
+/// Times `samples` sequential single-request exchanges; prints rate and latency percentiles.
+@MainActor func measure(_ name: String, count: Int = samples, _ make: (Int) -> MessageV0.Request) throws {
+    var latencies: [Double] = []
+    latencies.reserveCapacity(count)
+    let start = DispatchTime.now().uptimeNanoseconds
+    for index in 0..<count {
+        let before = DispatchTime.now().uptimeNanoseconds
+        _ = try exchange([make(index)])
+        latencies.append(Double(DispatchTime.now().uptimeNanoseconds - before) / 1000)
+    }
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    latencies.sort()
+    func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+    print(
+        String(
+            format: "%@ %9.0f req/s   p50 %7.1f µs   p99 %7.1f µs   (%d requests)", name.padding(toLength: 36, withPad: " ", startingAt: 0) as NSString,
+            Double(count) / seconds, percentile(0.5), percentile(0.99), count))
+}
+
+// Empty daemon: the cost of a change with nothing loaded.
+try measure("nic_add (empty model)", count: 1000) { nic(1_000_000 + $0) }
+try measure("sg_rule_add (empty model)", count: 1000) { rule(1_000_000 + $0) }
+_ = try exchange((0..<1000).map { index in MessageV0.Request.with { $0.nicDel = "bench-nic-\(1_000_000 + index)" } })
+
+// Load 10,000 NICs and 10,000 rules in batches of 100 (as an orchestrator restoring would).
+let loadStart = Date()
+for batch in stride(from: 0, to: nicCount, by: 100) {
+    _ = try exchange((batch..<min(batch + 100, nicCount)).map(nic))
+}
+for batch in stride(from: 0, to: ruleCount, by: 100) {
+    _ = try exchange((batch..<min(batch + 100, ruleCount)).map(rule))
+}
+print(String(format: "loaded %d NICs and %d rules in %.2f s", nicCount, ruleCount, Date().timeIntervalSince(loadStart)))
+
+try measure("nic_add (at \(nicCount) NICs)") { nic(2_000_000 + $0) }
+try measure("sg_rule_add (at \(ruleCount) rules)") { rule(2_000_000 + $0) }
+try measure("nic_details one (at \(nicCount) NICs)") { index in MessageV0.Request.with { $0.nicDetails = "bench-nic-\(index)" } }
+try measure("app_status", count: 1000) { _ in MessageV0.Request.with { $0.appStatus = true } }
+try measure("nic_list (\(nicCount + samples) ids)", count: 200) { _ in MessageV0.Request.with { $0.nicList = true } }

@@ -1,0 +1,44 @@
+import Testing
+
+@testable import ButterflyCLI
+
+/// Global options are found anywhere in a segment; `--ip -e` stays an empty IP.
+struct SegmentTests {
+    @Test func globalOptionsAreTakenFromAnywhere() throws {
+        var options = GlobalOptions()
+        let segment = try Segment(
+            ["nic", "-v", "list", "-e", "ipc:///tmp/x", "-t", "250", "-k", "/tmp/key"],
+            options: &options
+        )
+        #expect(segment.words == ["nic", "list"])
+        #expect(options.verbose)
+        #expect(options.endpoint == "ipc:///tmp/x")
+        #expect(options.timeout == 250)
+        #expect(options.keyPath == "/tmp/key")
+    }
+
+    @Test func ipDashEMeansNoIP() throws {
+        var options = GlobalOptions()
+        let segment = try Segment(["nic", "update", "--id", "n", "--ip", "-e"], options: &options)
+        #expect(segment.words == ["nic", "update", "--id", "n", "--ip", ""])
+        #expect(options.endpoint == "tcp://127.0.0.1:9999")
+    }
+
+    @Test func zeroTimeoutWaitsForever() throws {
+        var options = GlobalOptions()
+        _ = try Segment(["status", "-t", "0"], options: &options)
+        #expect(options.timeout == nil)
+    }
+
+    @Test(arguments: [["-e"], ["-t"], ["-t", "soon"], ["-k"]])
+    func missingOrBadValues(_ tokens: [String]) {
+        var options = GlobalOptions()
+        #expect(throws: CLIError.self) { try Segment(tokens, options: &options) }
+    }
+
+    @Test func flags() throws {
+        var options = GlobalOptions()
+        let segment = try Segment(["-V", "--help"], options: &options)
+        #expect(segment.words.isEmpty && segment.version && segment.help)
+    }
+}

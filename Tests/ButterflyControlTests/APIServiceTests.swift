@@ -1,0 +1,545 @@
+import ButterflyDataplane
+import ButterflyProtocol
+import Foundation
+import Testing
+
+@testable import ButterflyControl
+
+private final class PublishedSnapshots {
+    var versions: [UInt64] = []
+}
+
+private func makeService(
+    cipher: PayloadCipher? = nil,
+    published: PublishedSnapshots? = nil,
+    nicCounters: @escaping (String) -> NICCounters? = { _ in nil }
+) -> APIService {
+    let control = ControlPlane(
+        reconciler: Reconciler(
+            host: HostConfig(vtepAddress: nil, socketDirectory: "/tmp/s", nicMTU: nil, offloads: true),
+            traceByDefault: false,
+            traceDirectory: "/tmp",
+            processID: 1
+        ),
+        publish: { published?.versions.append($0.version) },
+        nicCounters: nicCounters
+    )
+    return APIService(controlPlane: control, cipher: cipher)
+}
+
+private func message(id: String? = nil, _ fill: (inout MessageV0.Request) -> Void) -> Proto_Message {
+    var message = Proto_Message()
+    message.revision = ButterflyRevision.current
+    if let id { message.message0.messageID = id }
+    fill(&message.message0.request)
+    return message
+}
+
+private func nicAdd(_ id: String, ips: [String] = [], type: MessageV0.Nic.TypeEnum = .vhostUserServer) -> Proto_Message
+{
+    message {
+        $0.nicAdd.id = id
+        $0.nicAdd.mac = "52:54:00:00:00:01"
+        $0.nicAdd.vni = 10
+        $0.nicAdd.ip = ips
+        $0.nicAdd.type = type
+    }
+}
+
+private func bytes(_ messages: [Proto_Message]) throws -> [UInt8] {
+    try Proto_Messages.with { $0.messages = messages }.serializedBytes()
+}
+
+/// Sends a clear batch and decodes the reply as `Messages`.
+private func send(_ service: APIService, _ messages: [Proto_Message]) throws -> Proto_Messages {
+    try Proto_Messages(serializedBytes: service.handle(try bytes(messages)).reply)
+}
+
+/// Sends one request and returns its V0 response.
+private func response(_ service: APIService, _ message: Proto_Message) throws -> MessageV0.Response {
+    let reply = try send(service, [message])
+    try #require(reply.messages.count == 1)
+    return reply.messages[0].message0.response
+}
+
+private func seal(_ cipher: PayloadCipher, _ inner: [UInt8]) throws -> [UInt8] {
+    var outer = Proto_Messages()
+    outer.encrypted.aes256CbcSha512 = Data(try cipher.seal(inner))
+    return try outer.serializedBytes()
+}
+
+private let testKey = [UInt8](repeating: 0x5A, count: 32)
+
+@Suite struct APIEnvelopeTests {
+    @Test func garbageIsAParseError() throws {
+        let service = makeService()
+        for garbage: [UInt8] in [[0xFF, 0xFF, 0xFF, 0xFF], [0x0A, 0x05, 0x01], Array("hello world".utf8)] {
+            let outcome = service.handle(garbage)
+            #expect(!outcome.quit)
+            let reply = try Proto_Message(serializedBytes: outcome.reply)
+            #expect(reply.revision == ButterflyRevision.current)
+            #expect(reply.hasError)
+            #expect(reply.error.code == .parseError)
+            #expect(!reply.hasMessage0)
+        }
+    }
+
+    @Test func missingRequiredRevisionIsAParseError() throws {
+        let service = makeService()
+        var messages = Proto_Messages()
+        messages.messages = [Proto_Message()]  // revision is required
+        let request: [UInt8] = try messages.serializedBytes(partial: true)
+        let reply = try Proto_Message(serializedBytes: service.handle(request).reply)
+        #expect(reply.error.code == .parseError)
+    }
+
+    @Test func messageWithoutMessage0IsVersionNotManaged() throws {
+        let service = makeService()
+        var bare = Proto_Message()
+        bare.revision = 99
+        let reply = try send(service, [bare])
+        #expect(reply.messages.count == 1)
+        #expect(reply.messages[0].error.code == .versionNotManaged)
+        #expect(reply.messages[0].revision == ButterflyRevision.current)
+        #expect(!reply.messages[0].hasMessage0)
+    }
+
+    @Test func emptyMessagesIsRejected() throws {
+        let service = makeService()
+        for request in [try bytes([]), []] {
+            let reply = try Proto_Messages(serializedBytes: service.handle(request).reply)
+            #expect(reply.messages.count == 1)
+            #expect(reply.messages.first?.error.code == .rejected)
+            #expect(!reply.hasEncrypted)
+        }
+    }
+
+    @Test func batchOrderAndMessageIDs() throws {
+        let service = makeService()
+        var add = nicAdd("n1")
+        add.message0.messageID = "first"
+        let reply = try send(
+            service,
+            [
+                add,
+                message(id: "second") { $0.nicList = true },
+                message(id: "third") { $0.nicDetails = "ghost" },
+                message { $0.sgList = true },
+            ]
+        )
+        #expect(reply.messages.count == 4)
+        #expect(reply.messages.map(\.message0.messageID) == ["first", "second", "third", ""])
+        #expect(!reply.messages[3].message0.hasMessageID)
+        #expect(reply.messages.map(\.message0.response.status.status) == [true, true, false, true])
+        // The second request sees the effect of the first.
+        #expect(reply.messages[1].message0.response.nicList == ["n1"])
+        #expect(reply.messages[2].message0.response.status.error.description_p == "NIC: ghost not found")
+        #expect(reply.messages.allSatisfy { $0.revision == ButterflyRevision.current })
+        #expect(reply.messages.allSatisfy { !$0.hasError })
+    }
+
+    @Test func versionNotManagedInsideABatchKeepsItsPlace() throws {
+        let service = makeService()
+        var bare = Proto_Message()
+        bare.revision = 1
+        let reply = try send(service, [message { $0.nicList = true }, bare, message { $0.sgList = true }])
+        #expect(reply.messages.count == 3)
+        #expect(!reply.messages[0].hasError && reply.messages[0].message0.response.status.status)
+        #expect(reply.messages[1].error.code == .versionNotManaged)
+        #expect(!reply.messages[2].hasError && reply.messages[2].message0.response.status.status)
+    }
+
+    @Test func requestCounterCountsEveryHandleCall() throws {
+        let service = makeService()
+        _ = service.handle([0xFF, 0xFF])  // malformed
+        _ = service.handle([])  // empty, rejected
+        // One call carrying two messages counts once.
+        _ = service.handle(try bytes([message { $0.nicList = true }, message { $0.sgList = true }]))
+        #expect(service.controlPlane.requestCounter == 3)
+        let status = try response(service, message { $0.appStatus = true })
+        #expect(status.status.status)
+        #expect(status.appStatus.requestCounter == 4)
+        #expect(status.appStatus.startDate == service.controlPlane.startDate)
+        #expect(status.appStatus.currentDate >= status.appStatus.startDate)
+        #expect(status.appStatus.graphDot.hasPrefix("digraph butterfly {"))
+    }
+
+    @Test func appQuitSetsQuit() throws {
+        let service = makeService()
+        #expect(!service.handle(try bytes([message { $0.nicList = true }])).quit)
+        let outcome = service.handle(try bytes([message { $0.appQuit = true }]))
+        #expect(outcome.quit)
+        let reply = try Proto_Messages(serializedBytes: outcome.reply)
+        #expect(reply.messages.first?.message0.response.status.status == true)
+    }
+}
+
+@Suite struct APIRequestTests {
+    @Test func emptyV0Request() throws {
+        let service = makeService()
+        var bare = Proto_Message()
+        bare.revision = ButterflyRevision.current
+        bare.message0 = MessageV0()
+        let reply = try response(service, bare)
+        #expect(!reply.status.status)
+        #expect(reply.status.error.description_p == "MessageV0 appears to not have any request")
+
+        let noField = try response(service, message { _ in })
+        #expect(noField.status.error.description_p == "MessageV0 appears to not have any request")
+    }
+
+    @Test func appConfigBadLogLevel() throws {
+        let service = makeService()
+        let reply = try response(service, message { $0.appConfig.logLevel = "loud" })
+        #expect(!reply.status.status)
+        #expect(reply.status.error.description_p == "Application configuration failed: log level: failed ")
+        #expect(reply.status.error.hasDetail)
+    }
+
+    @Test func appConfigWithoutLevelSucceeds() throws {
+        let service = makeService()
+        var message = message { _ in }
+        message.message0.request.appConfig = MessageV0.AppConfigReq()
+        #expect(try response(service, message).status.status)
+    }
+
+    @Test func nicAddReportsPathAndPublishes() throws {
+        let published = PublishedSnapshots()
+        let service = makeService(published: published)
+        let reply = try response(service, nicAdd("vm1", ips: ["10.0.0.1", "10.0.0.1"]))
+        #expect(reply.status.status)
+        #expect(reply.nicAdd.path == "/tmp/s/qemu-vhost-vm1")
+        #expect(service.controlPlane.model.nics["vm1"]?.ips == [IPAddress("10.0.0.1")!])
+        #expect(published.versions == [1])
+        #expect(try response(service, nicAdd("tap1", type: .tap)).nicAdd.path == "tap1")
+        #expect(published.versions == [1, 2])
+    }
+
+    @Test func noOpDoesNotPublish() throws {
+        let published = PublishedSnapshots()
+        let service = makeService(published: published)
+        #expect(try response(service, message { $0.nicDel = "ghost" }).status.status)
+        #expect(try response(service, message { $0.sgDel = "ghost" }).status.status)
+        #expect(published.versions.isEmpty)
+        #expect(service.controlPlane.reconciler.snapshot.version == 0)
+    }
+
+    @Test func nicAddErrors() throws {
+        let service = makeService()
+        let badIP = try response(service, nicAdd("n", ips: ["10.0.0.999"]))
+        #expect(!badIP.status.status)
+        #expect(badIP.status.error.description_p == "Bad NIC format")
+        #expect(badIP.status.error.detail.contains("10.0.0.999"))
+        let badVNI = try response(
+            service,
+            message {
+                $0.nicAdd.id = "n"
+                $0.nicAdd.mac = "52:54:00:00:00:01"
+                $0.nicAdd.vni = 1 << 24
+            }
+        )
+        #expect(badVNI.status.error.description_p == "Bad NIC format")
+        #expect(service.controlPlane.model.nics.isEmpty)
+    }
+
+    @Test func nicListFollowsAddsAndDeletes() throws {
+        let service = makeService()
+        #expect(try response(service, message { $0.nicList = true }).nicList == [])
+        _ = try send(service, [nicAdd("b"), nicAdd("a")])
+        #expect(try response(service, message { $0.nicList = true }).nicList == ["a", "b"])
+        _ = try send(service, [message { $0.nicDel = "a" }])
+        #expect(try response(service, message { $0.nicList = true }).nicList == ["b"])
+        _ = try send(service, [nicAdd("c"), message { $0.nicList = true }])
+        #expect(try response(service, message { $0.nicList = true }).nicList == ["b", "c"])
+    }
+
+    @Test func appStatusGraphFollowsChanges() throws {
+        let service = makeService()
+        let before = try response(service, message { $0.appStatus = true }).appStatus.graphDot
+        #expect(!before.contains("vm-graph"))
+        _ = try send(service, [nicAdd("vm-graph")])
+        let after = try response(service, message { $0.appStatus = true }).appStatus.graphDot
+        #expect(after.contains("nic vm-graph"))
+        _ = try send(service, [message { $0.nicDel = "vm-graph" }])
+        #expect(!(try response(service, message { $0.appStatus = true }).appStatus.graphDot.contains("vm-graph")))
+    }
+
+    @Test func nicDetails() throws {
+        let service = makeService()
+        _ = try send(service, [nicAdd("b", ips: ["2001:0db8::1"]), nicAdd("a")])
+        let one = try response(service, message { $0.nicDetails = "b" })
+        #expect(one.nicDetails.count == 1)
+        #expect(one.nicDetails.first?.ip == ["2001:db8::1"])
+        #expect(one.nicDetails.first?.path == "/tmp/s/qemu-vhost-b")
+        let all = try response(service, message { $0.nicDetails = "" })
+        #expect(all.nicDetails.map(\.id) == ["a", "b"])
+        let unknown = try response(service, message { $0.nicDetails = "x" })
+        #expect(!unknown.status.status)
+        #expect(unknown.status.error.description_p == "NIC: x not found")
+        #expect(unknown.nicDetails.isEmpty)
+    }
+
+    @Test func nicUpdate() throws {
+        let service = makeService()
+        _ = try send(service, [nicAdd("n", ips: ["10.0.0.1"])])
+        let cleared = try response(
+            service,
+            message {
+                $0.nicUpdate.id = "n"
+                $0.nicUpdate.ip = [""]
+            }
+        )
+        #expect(cleared.status.status)
+        #expect(service.controlPlane.model.nics["n"]?.ips == [])
+        let unknown = try response(service, message { $0.nicUpdate.id = "ghost" })
+        #expect(unknown.status.error.description_p == "NIC: ghost not found")
+        let bad = try response(
+            service,
+            message {
+                $0.nicUpdate.id = "n"
+                $0.nicUpdate.ip = ["bad"]
+            }
+        )
+        #expect(bad.status.error.description_p == "Bad Nic update format")
+        let badVNI = try response(
+            service,
+            message {
+                $0.nicUpdate.id = "n"
+                $0.nicUpdate.vni = 1 << 24
+            }
+        )
+        #expect(badVNI.status.error.description_p == "Bad Nic update format")
+    }
+
+    @Test func nicStatsAndExport() throws {
+        let service = makeService(nicCounters: { id in
+            id == "n"
+                ? NICCounters(
+                    inBytes: 100,
+                    inPackets: 2,
+                    outBytes: 300,
+                    outPackets: 4,
+                    drops: [("firewall", 5), ("antispoof", 6)]
+                )
+                : nil
+        })
+        _ = try send(service, [nicAdd("n"), nicAdd("quiet")])
+        let stats = try response(service, message { $0.nicStats = "n" })
+        #expect(stats.nicStats.in == 100)
+        #expect(stats.nicStats.out == 300)
+        #expect(stats.nicStats.inPackets == 2)
+        #expect(stats.nicStats.outPackets == 4)
+        #expect(stats.nicStats.dropped == 11)
+        #expect(stats.nicStats.drops.map(\.reason) == ["firewall", "antispoof"])
+        let quiet = try response(service, message { $0.nicStats = "quiet" })
+        #expect(quiet.status.status && quiet.nicStats.in == 0 && quiet.nicStats.dropped == 0)
+        #expect(try response(service, message { $0.nicStats = "x" }).status.error.description_p == "NIC: x not found")
+        #expect(try response(service, message { $0.nicExport = "n" }).nicExport.hasFwData)
+        #expect(try response(service, message { $0.nicExport = "x" }).status.error.description_p == "NIC: x not found")
+    }
+
+    @Test func securityGroupRequests() throws {
+        let service = makeService()
+        #expect(
+            try response(service, message { $0.sgRuleList = "unknown" }).status.error.description_p
+                == "Security Group not found"
+        )
+        #expect(
+            try response(service, message { $0.sgMemberList = "unknown" }).status.error.description_p
+                == "Security Group not found"
+        )
+        #expect(
+            try response(service, message { $0.sgDetails = "unknown" }).status.error.description_p
+                == "Security Group not found"
+        )
+
+        var rule = MessageV0.Rule()
+        rule.direction = .inbound
+        rule.protocol = 6
+        rule.portStart = 22
+        rule.portEnd = 22
+        rule.cidr.address = "0.0.0.0"
+        rule.cidr.maskSize = 0
+        let added = try response(
+            service,
+            message {
+                $0.sgRuleAdd.sgID = "sg"
+                $0.sgRuleAdd.rule = rule
+            }
+        )
+        #expect(added.status.status)
+        let rules = try response(service, message { $0.sgRuleList = "sg" })
+        #expect(rules.sgRuleList == [rule])
+
+        var noPorts = rule
+        noPorts.clearPortStart()
+        noPorts.clearPortEnd()
+        let badRule = try response(
+            service,
+            message {
+                $0.sgRuleAdd.sgID = "sg"
+                $0.sgRuleAdd.rule = noPorts
+            }
+        )
+        #expect(badRule.status.error.description_p == "Bad Security Group rule format")
+
+        #expect(
+            try response(
+                service,
+                message {
+                    $0.sgMemberAdd.sgID = "sg"
+                    $0.sgMemberAdd.member = "2001:0DB8::5"
+                }
+            ).status.status
+        )
+        #expect(try response(service, message { $0.sgMemberList = "sg" }).sgMemberList == ["2001:db8::5"])
+        let badMember = try response(
+            service,
+            message {
+                $0.sgMemberAdd.sgID = "sg"
+                $0.sgMemberAdd.member = "10.0.0.0/8"
+            }
+        )
+        #expect(badMember.status.error.description_p == "Bad IP format")
+
+        #expect(try response(service, message { $0.sgList = true }).sgList == ["sg"])
+        let details = try response(service, message { $0.sgDetails = "" })
+        #expect(details.sgDetails.map(\.id) == ["sg"])
+        #expect(details.sgDetails.first?.member == ["2001:db8::5"])
+
+        #expect(
+            try response(
+                service,
+                message {
+                    $0.sgRuleDel.sgID = "sg"
+                    $0.sgRuleDel.rule = rule
+                }
+            ).status.status
+        )
+        #expect(try response(service, message { $0.sgRuleList = "sg" }).sgRuleList.isEmpty)
+        #expect(try response(service, message { $0.sgDel = "sg" }).status.status)
+        #expect(try response(service, message { $0.sgList = true }).sgList.isEmpty)
+    }
+
+    @Test func sgAddBadRuleIsBadSecurityGroup() throws {
+        let service = makeService()
+        let reply = try response(
+            service,
+            message {
+                $0.sgAdd.id = "sg"
+                var rule = MessageV0.Rule()
+                rule.direction = .inbound
+                rule.protocol = 300
+                rule.securityGroup = "x"
+                $0.sgAdd.rule = [rule]
+            }
+        )
+        #expect(reply.status.error.description_p == "Bad Security Group format")
+        #expect(service.controlPlane.model.securityGroups.isEmpty)
+    }
+}
+
+@Suite struct APIEncryptionTests {
+    @Test func clearRequestIsRejectedWhenAKeyIsConfigured() throws {
+        let service = makeService(cipher: try PayloadCipher(key: testKey))
+        let reply = try send(service, [nicAdd("n")])
+        #expect(reply.messages.count == 1)
+        #expect(reply.messages[0].error.code == .rejected)
+        #expect(!reply.hasEncrypted)
+        #expect(service.controlPlane.model.nics.isEmpty)
+    }
+
+    @Test func sealedRequestIsServedAndTheReplySealed() throws {
+        let cipher = try PayloadCipher(key: testKey)
+        let service = makeService(cipher: cipher)
+        let outcome = service.handle(
+            try seal(cipher, try bytes([nicAdd("n"), message(id: "m2") { $0.nicList = true }]))
+        )
+        let outer = try Proto_Messages(serializedBytes: outcome.reply)
+        #expect(outer.messages.isEmpty)
+        #expect(outer.hasEncrypted)
+        #expect(!outer.encrypted.hasError)
+        let inner = try Proto_Messages(serializedBytes: try cipher.open(Array(outer.encrypted.aes256CbcSha512)))
+        #expect(inner.messages.count == 2)
+        #expect(inner.messages.allSatisfy { $0.message0.response.status.status })
+        #expect(inner.messages[1].message0.messageID == "m2")
+        #expect(inner.messages[1].message0.response.nicList == ["n"])
+        #expect(service.controlPlane.model.nics["n"] != nil)
+    }
+
+    @Test func sealedAppQuitStillQuits() throws {
+        let cipher = try PayloadCipher(key: testKey)
+        let service = makeService(cipher: cipher)
+        #expect(service.handle(try seal(cipher, try bytes([message { $0.appQuit = true }]))).quit)
+    }
+
+    @Test func sealedGarbageGivesASealedParseError() throws {
+        let cipher = try PayloadCipher(key: testKey)
+        let service = makeService(cipher: cipher)
+        let outer = try Proto_Messages(serializedBytes: service.handle(try seal(cipher, [0xFF, 0xFF, 0xFF])).reply)
+        let inner = try Proto_Message(serializedBytes: try cipher.open(Array(outer.encrypted.aes256CbcSha512)))
+        #expect(inner.error.code == .parseError)
+    }
+
+    @Test func encryptedRequestIsRejectedWithoutAKey() throws {
+        let cipher = try PayloadCipher(key: testKey)
+        let service = makeService(cipher: nil)
+        let reply = try Proto_Messages(
+            serializedBytes: service.handle(try seal(cipher, try bytes([nicAdd("n")]))).reply
+        )
+        #expect(reply.messages.count == 1)
+        #expect(reply.messages[0].error.code == .rejected)
+        #expect(!reply.hasEncrypted)
+        #expect(service.controlPlane.model.nics.isEmpty)
+    }
+
+    @Test func nestedEncryptionIsRejectedInsideTheSealedReply() throws {
+        let cipher = try PayloadCipher(key: testKey)
+        let service = makeService(cipher: cipher)
+        let innermost = try bytes([nicAdd("n")])
+        let nested = try seal(cipher, innermost)  // a Messages that itself has `encrypted`
+        let outcome = service.handle(try seal(cipher, nested))
+        let outer = try Proto_Messages(serializedBytes: outcome.reply)
+        #expect(outer.hasEncrypted)
+        let inner = try Proto_Messages(serializedBytes: try cipher.open(Array(outer.encrypted.aes256CbcSha512)))
+        #expect(inner.messages.count == 1)
+        #expect(inner.messages.first?.error.code == .rejected)
+        #expect(!inner.hasEncrypted)
+        #expect(service.controlPlane.model.nics.isEmpty)
+    }
+
+    @Test func encryptedWithoutPayloadIsNotSupported() throws {
+        let service = makeService(cipher: try PayloadCipher(key: testKey))
+        var request = Proto_Messages()
+        request.encrypted = Encrypted()
+        let reply = try Proto_Messages(serializedBytes: service.handle(try request.serializedBytes()).reply)
+        #expect(reply.messages.isEmpty)
+        #expect(reply.encrypted.hasError)
+        #expect(reply.encrypted.error.code == .notSupported)
+        #expect(!reply.encrypted.hasAes256CbcSha512)
+    }
+
+    @Test func wrongKeyIsRejected() throws {
+        let service = makeService(cipher: try PayloadCipher(key: testKey))
+        let other = try PayloadCipher(key: [UInt8](repeating: 0xA5, count: 32))
+        let reply = try Proto_Messages(serializedBytes: service.handle(try seal(other, try bytes([nicAdd("n")]))).reply)
+        #expect(reply.messages.isEmpty)
+        #expect(reply.encrypted.error.code == .rejected)
+        #expect(service.controlPlane.model.nics.isEmpty)
+    }
+
+    @Test func malformedPayloadIsRejected() throws {
+        let service = makeService(cipher: try PayloadCipher(key: testKey))
+        var request = Proto_Messages()
+        request.encrypted.aes256CbcSha512 = Data([1, 2, 3])
+        let reply = try Proto_Messages(serializedBytes: service.handle(try request.serializedBytes()).reply)
+        #expect(reply.encrypted.error.code == .rejected)
+    }
+
+    @Test func encryptedRequestsAreCountedOnce() throws {
+        let cipher = try PayloadCipher(key: testKey)
+        let service = makeService(cipher: cipher)
+        _ = service.handle(try seal(cipher, try bytes([nicAdd("n")])))
+        #expect(service.controlPlane.requestCounter == 1)
+    }
+}

@@ -1,0 +1,206 @@
+import ButterflyDataplane
+import Testing
+
+@testable import ButterflyControl
+
+private let host = HostConfig(
+    vtepAddress: IPAddress("198.51.100.1"),
+    socketDirectory: "/run/sockets",
+    nicMTU: 1500,
+    offloads: true
+)
+
+private func reconciler(traceByDefault: Bool = false) -> Reconciler {
+    Reconciler(host: host, traceByDefault: traceByDefault, traceDirectory: "/var/trace", processID: 4242)
+}
+
+private func nic(
+    _ id: String,
+    kind: NICKind = .vhostUserServer,
+    packetTrace: Bool? = nil,
+    packetTracePath: String? = nil
+) -> NIC {
+    NIC(
+        id: id,
+        mac: MACAddress("52:54:00:00:00:01")!,
+        vni: 7,
+        ips: [IPAddress("10.0.0.1")!],
+        securityGroups: ["sg"],
+        ipAntiSpoof: true,
+        sniffTargetNICID: "other",
+        bypassFiltering: false,
+        kind: kind,
+        packetTrace: packetTrace,
+        packetTracePath: packetTracePath
+    )
+}
+
+@Suite struct ReconcilerTests {
+    @Test func startsEmptyAtVersionZero() {
+        let r = reconciler()
+        #expect(r.snapshot.version == 0)
+        #expect(r.snapshot.host == host)
+        #expect(r.snapshot.nics.isEmpty)
+        #expect(r.snapshot.securityGroups.isEmpty)
+    }
+
+    @Test func nicAddAndRemove() throws {
+        var r = reconciler()
+        var model = Model()
+        let change = try model.addNIC(nic("n1"))
+        let added = r.apply(change, from: model)
+        #expect(added)
+        #expect(r.snapshot.version == 1)
+        let config = try #require(r.snapshot.nics["n1"])
+        #expect(
+            config
+                == NICConfig(
+                    id: "n1",
+                    mac: MACAddress("52:54:00:00:00:01")!,
+                    vni: 7,
+                    ips: [IPAddress("10.0.0.1")!],
+                    kind: .vhostUserServer,
+                    path: "/run/sockets/qemu-vhost-n1",
+                    ipAntiSpoof: true,
+                    bypassFiltering: false,
+                    securityGroups: ["sg"],
+                    packetTracePath: nil,
+                    sniffTarget: "other"
+                )
+        )
+
+        let removed = r.apply(model.deleteNIC(id: "n1"), from: model)
+        #expect(removed)
+        #expect(r.snapshot.version == 2)
+        #expect(r.snapshot.nics["n1"] == nil)
+        #expect(r.snapshot.nics.isEmpty)
+    }
+
+    @Test func noneDoesNotBumpTheVersion() throws {
+        var r = reconciler()
+        var model = Model()
+        r.apply(try model.addNIC(nic("n1")), from: model)
+        let before = r.snapshot
+        let appliedNone = r.apply(.none, from: model)
+        #expect(!appliedNone)
+        #expect(r.snapshot.version == before.version)
+        #expect(r.snapshot.nics.count == 1)
+        // A model no-op produces .none.
+        let appliedNoOp = r.apply(model.deleteNIC(id: "ghost"), from: model)
+        #expect(!appliedNoOp)
+        #expect(r.snapshot.version == 1)
+    }
+
+    @Test func eachChangeBumpsByOne() throws {
+        var r = reconciler()
+        var model = Model()
+        for index in 1...5 {
+            r.apply(try model.addNIC(nic("n\(index)")), from: model)
+            #expect(r.snapshot.version == UInt64(index))
+        }
+        #expect(r.snapshot.nics.count == 5)
+    }
+
+    @Test func updatesAreReflected() throws {
+        var r = reconciler()
+        var model = Model()
+        r.apply(try model.addNIC(nic("n1")), from: model)
+        r.apply(try model.updateNIC(id: "n1", Model.NICUpdate(ips: [IPAddress("10.0.0.9")!], vni: 99)), from: model)
+        #expect(r.snapshot.nics["n1"]?.ips == [IPAddress("10.0.0.9")!])
+        #expect(r.snapshot.nics["n1"]?.vni == 99)
+        #expect(r.snapshot.version == 2)
+    }
+
+    @Test func paths() {
+        let r = reconciler()
+        #expect(r.path(for: nic("vm-1")) == "/run/sockets/qemu-vhost-vm-1")
+        #expect(r.path(for: nic("vm-2", kind: .vhostUserClient)) == "/run/sockets/qemu-vhost-vm-2")
+        #expect(r.path(for: nic("tap7", kind: .tap)) == "tap7")
+        #expect(r.path(for: nic("b", kind: .bench)) == "")
+    }
+
+    @Test func snapshotPathMatchesKind() throws {
+        var r = reconciler()
+        var model = Model()
+        r.apply(try model.addNIC(nic("tap7", kind: .tap)), from: model)
+        #expect(r.snapshot.nics["tap7"]?.path == "tap7")
+        #expect(r.snapshot.nics["tap7"]?.kind == .tap)
+    }
+
+    @Test func tracePathDefaultsWhenTracingByDefault() {
+        let r = reconciler(traceByDefault: true)
+        #expect(r.tracePath(for: nic("n1")) == "/var/trace/butterfly-4242-n1.pcap")
+        #expect(r.tracePath(for: nic("n1", packetTrace: true)) == "/var/trace/butterfly-4242-n1.pcap")
+        #expect(r.tracePath(for: nic("n1", packetTrace: false)) == nil)
+        #expect(r.tracePath(for: nic("n1", packetTrace: false, packetTracePath: "/x.pcap")) == nil)
+        #expect(r.tracePath(for: nic("n1", packetTracePath: "/explicit.pcap")) == "/explicit.pcap")
+    }
+
+    @Test func tracePathWhenNotTracingByDefault() {
+        let r = reconciler(traceByDefault: false)
+        #expect(r.tracePath(for: nic("n1")) == nil)
+        #expect(r.tracePath(for: nic("n1", packetTrace: true)) == "/var/trace/butterfly-4242-n1.pcap")
+        #expect(r.tracePath(for: nic("n1", packetTrace: true, packetTracePath: "/explicit.pcap")) == "/explicit.pcap")
+    }
+
+    @Test func snapshotCarriesTracePath() throws {
+        var r = reconciler(traceByDefault: true)
+        var model = Model()
+        r.apply(try model.addNIC(nic("n1")), from: model)
+        #expect(r.snapshot.nics["n1"]?.packetTracePath == "/var/trace/butterfly-4242-n1.pcap")
+        r.apply(try model.updateNIC(id: "n1", Model.NICUpdate(packetTrace: false)), from: model)
+        #expect(r.snapshot.nics["n1"]?.packetTracePath == nil)
+    }
+
+    @Test func securityGroupChangesAreReflected() throws {
+        var r = reconciler()
+        var model = Model()
+        let rule = FirewallRule(
+            direction: .inbound,
+            ipProtocol: 6,
+            ports: 22...22,
+            peer: .cidr(IPAddress("0.0.0.0")!, prefixLength: 0)
+        )
+        let second = FirewallRule(
+            direction: .outbound,
+            ipProtocol: nil,
+            ports: nil,
+            peer: .members(ofSecurityGroup: "sg")
+        )
+        let created = r.apply(model.addRule(rule, toSecurityGroup: "sg"), from: model)
+        #expect(created)
+        #expect(r.snapshot.securityGroups["sg"] == SecurityGroupConfig(id: "sg", rules: [rule], members: []))
+
+        r.apply(model.addMember(IPAddress("10.0.0.1")!, toSecurityGroup: "sg"), from: model)
+        r.apply(model.addMember(IPAddress("2001:db8::1")!, toSecurityGroup: "sg"), from: model)
+        r.apply(model.addRule(second, toSecurityGroup: "sg"), from: model)
+        #expect(
+            r.snapshot.securityGroups["sg"]
+                == SecurityGroupConfig(
+                    id: "sg",
+                    rules: [rule, second],
+                    members: [IPAddress("10.0.0.1")!, IPAddress("2001:db8::1")!]
+                )
+        )
+        #expect(r.snapshot.version == 4)
+
+        r.apply(model.deleteRule(rule, fromSecurityGroup: "sg"), from: model)
+        #expect(r.snapshot.securityGroups["sg"]?.rules == [second])
+
+        r.apply(model.deleteSecurityGroup(id: "sg"), from: model)
+        #expect(r.snapshot.securityGroups["sg"] == nil)
+        #expect(r.snapshot.version == 6)
+    }
+
+    @Test func oldSnapshotsAreUnaffected() throws {
+        var r = reconciler()
+        var model = Model()
+        r.apply(try model.addNIC(nic("n1")), from: model)
+        let old = r.snapshot
+        r.apply(model.deleteNIC(id: "n1"), from: model)
+        r.apply(try model.addNIC(nic("n2")), from: model)
+        #expect(old.version == 1)
+        #expect(old.nics["n1"] != nil)
+        #expect(old.nics["n2"] == nil)
+    }
+}
