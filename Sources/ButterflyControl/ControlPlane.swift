@@ -1,4 +1,5 @@
 import ButterflyDataplane
+import ButterflyProtocol
 import Foundation
 
 /// The control plane's state: the model, the reconciler that mirrors it into a data-plane
@@ -11,23 +12,26 @@ public final class ControlPlane {
     public private(set) var reconciler: Reconciler
     public let startDate: UInt64
     public internal(set) var requestCounter: UInt64 = 0
-    let stateFile: StateFile?
+    let stateStore: StateStore?
+    /// Requests applied since the last save, in order (what the journal records).
+    private var appliedRequests: [MessageV0.Request] = []
+    /// Off while replaying the state file itself.
+    var recordsChanges = true
     private let publish: (DataplaneConfig) -> Void
     /// Counters of one NIC, from the data plane; `nil` when it has none for that NIC.
     var nicCounters: (String) -> NICCounters?
     /// Live graph from the data plane, or `nil` to describe the configured one.
     var liveGraphDOT: () -> String?
-    private var unsavedChanges = false
 
     public init(
         reconciler: Reconciler,
-        stateFile: StateFile? = nil,
+        stateStore: StateStore? = nil,
         publish: @escaping (DataplaneConfig) -> Void = { _ in },
         nicCounters: @escaping (String) -> NICCounters? = { _ in nil },
         liveGraphDOT: @escaping () -> String? = { nil }
     ) {
         self.reconciler = reconciler
-        self.stateFile = stateFile
+        self.stateStore = stateStore
         self.publish = publish
         self.nicCounters = nicCounters
         self.liveGraphDOT = liveGraphDOT
@@ -39,16 +43,19 @@ public final class ControlPlane {
         let change = try operation(&model)
         guard reconciler.apply(change, from: model) else { return }
         if case .nic = change { cachedNICIDs = nil }
-        unsavedChanges = true
         publish(reconciler.snapshot)
     }
 
-    /// Writes the state file if anything changed since the last save. Called once per API
-    /// request (a batch of messages is one save).
+    /// Notes a request that changed the model, for the state store.
+    func applied(_ request: MessageV0.Request) {
+        if stateStore != nil && recordsChanges { appliedRequests.append(request) }
+    }
+
+    /// Makes the changes of one API request durable (a batch of messages is one write).
     func saveIfNeeded() throws {
-        guard unsavedChanges, let stateFile else { return }
-        try stateFile.save(model)
-        unsavedChanges = false
+        guard !appliedRequests.isEmpty, let stateStore else { return }
+        defer { appliedRequests.removeAll(keepingCapacity: true) }
+        try stateStore.record(appliedRequests, model: model)
     }
 
     /// The Graphviz graph `app_status` reports. The configured graph is rendered once per

@@ -89,12 +89,12 @@ public enum Daemon {
             traceDirectory: options.tracePath,
             processID: getpid()
         )
-        let stateFile = options.stateFile.map(StateFile.init(path:))
-        let controlPlane = ControlPlane(reconciler: reconciler, stateFile: stateFile)
+        let stateStore = options.stateFile.map { StateStore(path: $0) }
+        let controlPlane = ControlPlane(reconciler: reconciler, stateStore: stateStore)
         let service = APIService(controlPlane: controlPlane, cipher: cipher)
 
-        if let stateFile {
-            try restore(stateFile, into: service)
+        if let stateStore {
+            try restore(stateStore, into: service)
         }
 
         let context = ZMQContext()
@@ -114,31 +114,40 @@ public enum Daemon {
         Log.info("stopped")
     }
 
-    /// Replays the state file through the API, as `butterfly request` would; any refusal
-    /// means the file does not describe a valid configuration, and the daemon will not start.
-    static func restore(_ stateFile: StateFile, into service: APIService) throws {
-        let saved: Proto_Messages?
+    /// Replays the state file and its journal through the API, as `butterfly request` would;
+    /// any refusal means the files do not describe a valid configuration, and the daemon will
+    /// not start. Then folds everything into a fresh snapshot.
+    static func restore(_ store: StateStore, into service: APIService) throws {
+        let saved: (messages: [Proto_Message], tornTail: Bool)
         do {
-            saved = try stateFile.load()
+            saved = try store.load()
         } catch {
             throw StartupError(description: error.description)
         }
-        guard let saved, !saved.messages.isEmpty else { return }
+        if saved.tornTail {
+            Log.warning("journal \(store.journalPath): dropped a torn last record (a change never acknowledged)")
+        }
         let control = service.controlPlane
+        control.recordsChanges = false
         for (index, message) in saved.messages.enumerated() {
             var quit = false
             let reply = service.handleV0(message.message0, quit: &quit)
             guard reply.response.status.status, !quit else {
                 throw StartupError(
                     description:
-                        "state file \(stateFile.path) is corrupt: message \(index + 1) refused: \(reply.response.status.error.description_p)"
+                        "state file \(store.path) is corrupt: saved request \(index + 1) refused: \(reply.response.status.error.description_p)"
                 )
             }
         }
+        control.recordsChanges = true
         control.requestCounter = 0
-        try control.saveIfNeeded()
+        do {
+            try store.compact(control.model)
+        } catch {
+            throw StartupError(description: error.description)
+        }
         Log.info(
-            "restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(stateFile.path)"
+            "restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(store.path)"
         )
     }
 

@@ -85,8 +85,11 @@ struct DaemonTests {
         try configure(first)
         let before = try first.cli("dump").stdout
         #expect(FileManager.default.fileExists(atPath: state))
+        #expect(FileManager.default.fileExists(atPath: state + ".journal"))
         #expect(!FileManager.default.fileExists(atPath: state + ".tmp"))
-        first.stop()
+        // Killed without a chance to clean up: the journal alone must carry the changes.
+        kill(first.child.pid, SIGKILL)
+        first.waitForExit()
 
         let second = try Daemon(extraArguments: ["--state-file", state], directory: directory)
         #expect(try second.cli("dump").stdout == before)
@@ -100,11 +103,14 @@ struct DaemonTests {
     }
 
     @Test(arguments: [
-        ("# butterfly-state v1 messages=1\nmessages { revision: 7 message_0 { request { nic_add {", "corrupt"),
-        ("garbage without header\n", "missing"),
-        ("# butterfly-state v1 messages=5\n", "announces 5 messages"),
         (
-            "# butterfly-state v1 messages=1\nmessages { revision: 7 message_0 { request { nic_add { id: \"a\" mac: \"zz\" vni: 1 } } } }\n",
+            "# butterfly-state v1 generation=3 messages=1\nmessages { revision: 7 message_0 { request { nic_add {",
+            "corrupt"
+        ),
+        ("garbage without header\n", "missing"),
+        ("# butterfly-state v1 generation=3 messages=5\n", "announces 5 messages"),
+        (
+            "# butterfly-state v1 generation=3 messages=1\nmessages { revision: 7 message_0 { request { nic_add { id: \"a\" mac: \"zz\" vni: 1 } } } }\n",
             "Bad NIC format"
         ),
     ])

@@ -11,7 +11,9 @@ extension APIService {
         var response = MessageV0.Response()
         do throws(APIError) {
             guard message.hasRequest else { throw APIError.emptyRequest }
+            let version = controlPlane.reconciler.snapshot.version
             try dispatch(message.request, into: &response, quit: &quit)
+            if controlPlane.reconciler.snapshot.version != version { controlPlane.applied(message.request) }
             response.status.status = true
         } catch {
             Log.info("API: request refused: \(error.description)\(error.detail.map { " (\($0))" } ?? "")")
