@@ -24,14 +24,7 @@ try socket.setOption(ZMQRawOption.receiveTimeout, 30_000)
 try socket.connect(endpoint)
 
 @MainActor func exchange(_ requests: [MessageV0.Request]) throws -> Proto_Messages {
-    var envelope = Proto_Messages()
-    for request in requests {
-        var message = Proto_Message()
-        message.revision = ButterflyRevision.current
-        message.message0.request = request
-        envelope.messages.append(message)
-    }
-    try socket.send(try envelope.serializedBytes())
+    try socket.send(try Proto_Messages(requests: requests).serializedBytes())
     guard let frames = try socket.receive() else { fatalError("no reply within 30 s") }
     let reply = try Proto_Messages(serializedBytes: frames[0])
     for message in reply.messages where !message.message0.response.status.status {

@@ -83,15 +83,7 @@ struct Commands {
     /// error reply.
     @discardableResult
     func call(_ requests: [MessageV0.Request], ids: [String]? = nil) throws(CLIError) -> [MessageV0.Response] {
-        var envelope = Proto_Messages()
-        for (index, request) in requests.enumerated() {
-            var message = Proto_Message()
-            message.revision = ButterflyRevision.current
-            message.message0.request = request
-            if let ids { message.message0.messageID = ids[index] }
-            envelope.messages.append(message)
-        }
-        let reply = try client.send(envelope)
+        let reply = try client.send(Proto_Messages(requests: requests, ids: ids))
         let responses = try Self.checkedResponses(reply)
         guard responses.count == requests.count else {
             throw CLIError("error: expected \(requests.count) responses, received \(responses.count)")

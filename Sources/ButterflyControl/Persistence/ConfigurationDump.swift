@@ -7,25 +7,16 @@ import SwiftProtobuf
 /// tolerated). Both `butterfly dump` and the state file use this form.
 public enum ConfigurationDump {
     public static func messages(nics: [MessageV0.Nic], securityGroups: [MessageV0.Sg]) -> Proto_Messages {
-        var messages = Proto_Messages()
-        for var nic in nics {
-            nic.clearPath()  // output only
-            messages.messages.append(wrap { $0.nicAdd = nic })
+        let nicRequests = nics.map { nic in
+            MessageV0.Request.with {
+                $0.nicAdd = nic
+                $0.nicAdd.clearPath()  // output only
+            }
         }
-        for group in securityGroups {
-            messages.messages.append(wrap { $0.sgAdd = group })
-        }
-        return messages
+        return Proto_Messages(requests: nicRequests + securityGroups.map { group in .with { $0.sgAdd = group } })
     }
 
     public static func text(nics: [MessageV0.Nic], securityGroups: [MessageV0.Sg]) -> String {
         messages(nics: nics, securityGroups: securityGroups).textFormatString()
-    }
-
-    private static func wrap(_ fill: (inout MessageV0.Request) -> Void) -> Proto_Message {
-        var message = Proto_Message()
-        message.revision = ButterflyRevision.current
-        fill(&message.message0.request)
-        return message
     }
 }

@@ -72,14 +72,7 @@ public final class StateStore {
             try compact(model)
             return
         }
-        var messages = Proto_Messages()
-        for request in requests {
-            var message = Proto_Message()
-            message.revision = ButterflyRevision.current
-            message.message0.request = request
-            messages.messages.append(message)
-        }
-        try journal.append(messages)
+        try journal.append(Proto_Messages(requests: requests))
         if journal.bytes > max(minimumCompactionBytes, snapshotBytes) {
             try compact(model)
         }
