@@ -35,10 +35,16 @@ let package = Package(
             exclude: ["Protos"]
         ),
 
+        // Packet memory, batches, header access, checksums: no I/O, no Foundation.
+        .target(name: "ButterflyPacket"),
+
         // Data plane: configuration snapshots the control plane publishes, and the engine.
         .target(
             name: "ButterflyDataplane",
-            dependencies: [.product(name: "HashTreeCollections", package: "swift-collections")]
+            dependencies: [
+                "ButterflyPacket", "CButterflyLinux",
+                .product(name: "HashTreeCollections", package: "swift-collections"),
+            ]
         ),
 
         // Control plane: model, validation, reconciler, API, ZeroMQ server, encryption, config.
@@ -75,6 +81,7 @@ let package = Package(
             name: "ButterflyControlTests",
             dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane"]
         ),
+        .testTarget(name: "ButterflyPacketTests", dependencies: ["ButterflyPacket"]),
         .testTarget(
             name: "ButterflyCLITests",
             dependencies: ["ButterflyCLI", "ButterflyControl", "ButterflyProtocol"]

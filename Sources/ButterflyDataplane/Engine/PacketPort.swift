@@ -1,0 +1,27 @@
+import ButterflyPacket
+
+/// A source and sink of frames for the worker: a guest NIC (tap, vhost-user) or the underlay.
+///
+/// Called only from the worker thread that owns the port, once per batch (never per packet),
+/// so a class-bound protocol costs one dynamic call per batch.
+public protocol PacketPort: AnyObject {
+    /// For logs and the DOT graph.
+    var name: String { get }
+    /// Readable when frames wait (epoll while idle); -1 when the port cannot be polled.
+    var fileDescriptor: Int32 { get }
+    /// Appends up to `batch.capacity - batch.count` received frames, each in a buffer of
+    /// `pool` with the pool's default headroom; returns how many it appended. Frames that
+    /// cannot be taken (pool empty, oversize) are dropped and counted by the port.
+    func receive(into batch: PacketBatch, pool: PacketPool) -> Int
+    /// Sends every frame of `batch`, then releases them all to `pool` and empties the batch;
+    /// returns how many were sent (the rest were dropped: ring full, link down).
+    func transmit(_ batch: PacketBatch, pool: PacketPool) -> Int
+    /// Frames and bytes the port dropped itself (receive side, transmit side).
+    var portDrops: PortDropCounters { get }
+}
+
+public struct PortDropCounters: Sendable, Equatable {
+    public var receiveDropped: UInt64 = 0
+    public var transmitDropped: UInt64 = 0
+    public init() {}
+}
