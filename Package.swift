@@ -47,11 +47,15 @@ let package = Package(
             ]
         ),
 
+        // Ports: tap, AF_PACKET underlay (later vhost-user); implement the data plane's PacketPort.
+        .target(name: "ButterflyPorts", dependencies: ["ButterflyPacket", "ButterflyDataplane", "CButterflyLinux"]),
+
         // Control plane: model, validation, reconciler, API, ZeroMQ server, encryption, config.
         .target(
             name: "ButterflyControl",
             dependencies: [
-                "CZeroMQ", "CLibCrypto", "CButterflyLinux", "ButterflyProtocol", "ButterflyDataplane",
+                "CZeroMQ", "CLibCrypto", "CButterflyLinux", "ButterflyProtocol", "ButterflyDataplane", "ButterflyPorts",
+                "ButterflyPacket",
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "HashTreeCollections", package: "swift-collections"),
@@ -82,6 +86,10 @@ let package = Package(
             dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane"]
         ),
         .testTarget(name: "ButterflyPacketTests", dependencies: ["ButterflyPacket"]),
+        .testTarget(
+            name: "ButterflyPortsTests",
+            dependencies: ["ButterflyPorts", "ButterflyPacket", "ButterflyDataplane"]
+        ),
         .testTarget(
             name: "ButterflyCLITests",
             dependencies: ["ButterflyCLI", "ButterflyControl", "ButterflyProtocol"]

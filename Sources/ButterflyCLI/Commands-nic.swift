@@ -8,11 +8,19 @@ extension Commands {
     }
 
     func nicStats(_ arguments: [String]) throws(CLIError) {
-        try Self.exactly(1, arguments, "nic stats", "NIC")
-        let response = try call { $0.nicStats = arguments[0] }
+        let all = arguments.contains("--all")
+        let nics = arguments.filter { $0 != "--all" }
+        try Self.exactly(1, nics, "nic stats", "NIC")
+        let response = try call { $0.nicStats = nics[0] }
         guard response.hasNicStats else { throw CLIError("no nic stats received") }
-        Output.out("in: \(response.nicStats.in)")
-        Output.out("out: \(response.nicStats.out)")
+        let stats = response.nicStats
+        Output.out("in: \(stats.in)")
+        Output.out("out: \(stats.out)")
+        guard all else { return }
+        Output.out("in packets: \(stats.inPackets)")
+        Output.out("out packets: \(stats.outPackets)")
+        Output.out("dropped: \(stats.dropped)")
+        for drop in stats.drops { Output.out("drop \(drop.reason): \(drop.packets)") }
     }
 
     func details(of id: String, path: String) throws(CLIError) -> MessageV0.Nic {

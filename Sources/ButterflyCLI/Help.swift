@@ -44,9 +44,10 @@ enum Help {
         Show all created nics in butterfly
         """,
         "nic stats": """
-        usage: butterfly nic stats NIC [options...]
+        usage: butterfly nic stats NIC [--all] [options...]
 
         Show some statistics of a vnic (in bytes)
+            --all   also packets, and drops by reason
         """,
         "nic details": """
         usage: butterfly nic details NIC [options...]

@@ -17,25 +17,19 @@ public final class ControlPlane {
     private var appliedRequests: [MessageV0.Request] = []
     /// Off while replaying the state file itself.
     var recordsChanges = true
-    private let publish: (DataplaneConfig) -> Void
-    /// Counters of one NIC, from the data plane; `nil` when it has none for that NIC.
-    var nicCounters: (String) -> NICCounters?
-    /// Live graph from the data plane, or `nil` to describe the configured one.
-    var liveGraphDOT: () -> String?
+    /// The running data plane; `nil` runs the control plane alone (tests, tools).
+    let runtime: (any DataplaneBinding)?
 
-    public init(
-        reconciler: Reconciler,
-        stateStore: StateStore? = nil,
-        publish: @escaping (DataplaneConfig) -> Void = { _ in },
-        nicCounters: @escaping (String) -> NICCounters? = { _ in nil },
-        liveGraphDOT: @escaping () -> String? = { nil }
-    ) {
+    public init(reconciler: Reconciler, stateStore: StateStore? = nil, runtime: (any DataplaneBinding)? = nil) {
         self.reconciler = reconciler
         self.stateStore = stateStore
-        self.publish = publish
-        self.nicCounters = nicCounters
-        self.liveGraphDOT = liveGraphDOT
+        self.runtime = runtime
         self.startDate = UInt64(Date().timeIntervalSince1970)
+    }
+
+    /// Creates what the NIC needs in the data plane (its tap) before the model takes it.
+    func prepare(_ nic: NIC) throws(APIError) {
+        try runtime?.prepare(nic, path: reconciler.path(for: nic))
     }
 
     /// Runs one model operation and, when it changed something, reconciles and publishes.
@@ -43,8 +37,11 @@ public final class ControlPlane {
         let change = try operation(&model)
         guard reconciler.apply(change, from: model) else { return }
         if case .nic = change { cachedNICIDs = nil }
-        publish(reconciler.snapshot)
+        runtime?.publish(reconciler.snapshot, change: change)
     }
+
+    /// Counters of one NIC, from the data plane.
+    func nicCounters(_ id: String) -> NICCounters? { runtime?.counters(of: id) }
 
     /// Notes a request that changed the model, for the state store.
     func applied(_ request: MessageV0.Request) {
@@ -61,7 +58,9 @@ public final class ControlPlane {
     /// The Graphviz graph `app_status` reports. The configured graph is rendered once per
     /// snapshot version: with 10,000 NICs rendering costs tens of milliseconds.
     var graphDOT: String {
-        if let live = liveGraphDOT() { return live }
+        if let runtime {
+            return reconciler.snapshot.graphDOT { runtime.counters(of: $0) }
+        }
         if let cached = cachedGraph, cached.version == reconciler.snapshot.version { return cached.dot }
         let dot = reconciler.snapshot.graphDOT()
         cachedGraph = (reconciler.snapshot.version, dot)

@@ -1,4 +1,6 @@
 import ButterflyDataplane
+import ButterflyPacket
+import ButterflyPorts
 import ButterflyProtocol
 import CButterflyLinux
 import Foundation
@@ -90,9 +92,19 @@ public enum Daemon {
             processID: getpid()
         )
         let stateStore = options.stateFile.map { StateStore(path: $0) }
-        let controlPlane = ControlPlane(reconciler: reconciler, stateStore: stateStore)
+        let worker = Worker(host: host)
+        let nicMTU = try attachUnderlay(options, to: worker) ?? options.nicMTU
+        let runtime = DataplaneRuntime(worker: worker, nicMTU: nicMTU)
+        let controlPlane = ControlPlane(reconciler: reconciler, stateStore: stateStore, runtime: runtime)
         let service = APIService(controlPlane: controlPlane, cipher: cipher)
 
+        // The worker runs before the state is restored: restoring publishes configurations
+        // and waits for the worker to adopt removals.
+        worker.start(cpu: options.graphCPUCore)
+        defer {
+            worker.stop()
+            worker.join()
+        }
         if let stateStore {
             try restore(stateStore, into: service)
         }
@@ -112,6 +124,54 @@ public enum Daemon {
             Log.info("got signal \(info.ssi_signo), stopping")
         }
         Log.info("stopped")
+    }
+
+    /// Opens the underlay port and plugs VXLAN into the worker when the daemon has a VTEP
+    /// address and an underlay interface; returns the guest MTU that fits the underlay (the
+    /// `-m max` value) unless `-m` gave one.
+    static func attachUnderlay(_ options: DaemonOptions, to worker: Worker) throws -> Int? {
+        guard let vtep = options.vtepAddress else {
+            Log.info("no VTEP address (-i): local switching only")
+            return nil
+        }
+        guard let interface = options.underlayInterface else {
+            Log.warning("VTEP \(vtep) given without --underlay-if: local switching only")
+            return nil
+        }
+        let port: PacketSocketPort
+        do throws(PortError) {
+            port = try PacketSocketPort(interface: interface)
+        } catch {
+            throw StartupError(description: "underlay: \(error.description)")
+        }
+        var peers: [UnderlayAddress] = []
+        for peer in options.vtepPeers {
+            guard peer.isIPv4 == vtep.isIPv4 else {
+                throw StartupError(description: "VTEP peer \(peer) is not of the VTEP address's family")
+            }
+            peers.append(underlayAddress(peer))
+        }
+        if let gateway = options.underlayGateway, gateway.isIPv4 != vtep.isIPv4 {
+            throw StartupError(description: "underlay gateway \(gateway) is not of the VTEP address's family")
+        }
+        let settings = VXLANUnderlay.Settings(
+            vtep: underlayAddress(vtep),
+            prefixLength: options.vtepPrefixLength,
+            gateway: options.underlayGateway.map { underlayAddress($0) },
+            peers: peers
+        )
+        worker.underlay = VXLANUnderlay(port: port, localMAC: port.macAddress.value, settings: settings)
+        worker.watchUnderlay(port.fileDescriptor)
+        Log.info("underlay \(interface) (\(port.macAddress), MTU \(port.mtu)), VTEP \(vtep)")
+        guard options.nicMTU == nil else { return nil }
+        return port.mtu - (vtep.isIPv4 ? VXLAN.ipv4Overhead : VXLAN.ipv6Overhead)
+    }
+
+    static func underlayAddress(_ address: IPAddress) -> UnderlayAddress {
+        switch address {
+        case .v4(let value): .v4(value)
+        case .v6(let high, let low): .v6(IPv6Address(high: high, low: low))
+        }
     }
 
     /// Replays the state file and its journal through the API, as `butterfly request` would;

@@ -24,7 +24,9 @@ extension UnsafeMutableRawPointer {
     public func loadByte(at offset: Int) -> UInt8 { load(fromByteOffset: offset, as: UInt8.self) }
 
     @inlinable
-    public func storeByte(_ value: UInt8, at offset: Int) { storeBytes(of: value, toByteOffset: offset, as: UInt8.self) }
+    public func storeByte(_ value: UInt8, at offset: Int) {
+        storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
+    }
 
     /// A 48-bit MAC address at `offset`, as the low 48 bits of a UInt64 (first octet highest).
     @inlinable

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// All packet memory of one worker: a single mmap'd region cut into fixed buffers, and a stack

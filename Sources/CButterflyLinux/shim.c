@@ -1,3 +1,6 @@
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
 #include "CButterflyLinux.h"
 #include <errno.h>
 #include <string.h>
@@ -31,4 +34,11 @@ int cbutterfly_unix_socket_is_live(const char *path) {
     int live = connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
     close(fd);
     return live;
+}
+
+int cbutterfly_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }

@@ -9,6 +9,21 @@ private final class PublishedSnapshots {
     var versions: [UInt64] = []
 }
 
+/// A data plane double: records what is published and serves canned counters.
+private final class RecordingDataplane: DataplaneBinding {
+    let published: PublishedSnapshots?
+    let nicCounters: (String) -> NICCounters?
+
+    init(published: PublishedSnapshots?, nicCounters: @escaping (String) -> NICCounters?) {
+        self.published = published
+        self.nicCounters = nicCounters
+    }
+
+    func prepare(_ nic: NIC, path: String) throws(APIError) {}
+    func publish(_ config: DataplaneConfig, change: ModelChange) { published?.versions.append(config.version) }
+    func counters(of id: String) -> NICCounters? { nicCounters(id) }
+}
+
 private func makeService(
     cipher: PayloadCipher? = nil,
     published: PublishedSnapshots? = nil,
@@ -21,8 +36,7 @@ private func makeService(
             traceDirectory: "/tmp",
             processID: 1
         ),
-        publish: { published?.versions.append($0.version) },
-        nicCounters: nicCounters
+        runtime: RecordingDataplane(published: published, nicCounters: nicCounters)
     )
     return APIService(controlPlane: control, cipher: cipher)
 }

@@ -123,8 +123,28 @@ private struct TemporaryIni {
     @Test func badIP() {
         let error = #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["-i", "1.2.3"]) }
         #expect(error?.description.contains("'1.2.3' is not an IP address") == true)
-        #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["--ip", "10.0.0.0/8"]) }
+        #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["--ip", "198.51.100.1/33"]) }
+        #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["--ip", "2001:db8::1/129"]) }
         #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["--ip="]) }
+    }
+
+    @Test func underlayOptions() throws {
+        let options = try DaemonOptions.parse([
+            "-i", "198.51.100.1/25", "--underlay-if", "ua0", "--underlay-gw", "198.51.100.126", "--vtep-peer",
+            "203.0.113.1", "--vtep-peer", "203.0.113.2,203.0.113.1",
+        ])
+        #expect(options.vtepAddress == IPAddress("198.51.100.1"))
+        #expect(options.vtepPrefixLength == 25)
+        #expect(options.underlayInterface == "ua0")
+        #expect(options.underlayGateway == IPAddress("198.51.100.126"))
+        #expect(options.vtepPeers == [IPAddress("203.0.113.1")!, IPAddress("203.0.113.2")!])
+        // The original named its interface through DPDK's pcap driver.
+        let dpdk = try DaemonOptions.parse(["--dpdk-args", "-c1 -n1 --vdev=eth_pcap0,iface=veth7 --no-huge"])
+        #expect(dpdk.underlayInterface == "veth7")
+        #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["--vtep-peer", "nope"]) }
+        #expect(throws: DaemonOptions.Failure.self) {
+            try DaemonOptions.parse(["--underlay-if", "name-too-long-for-linux"])
+        }
     }
 
     @Test func badLogLevel() {

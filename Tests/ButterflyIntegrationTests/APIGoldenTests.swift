@@ -55,6 +55,8 @@ struct APIGoldenTests {
 
     @Test func everyRequestType() throws {
         let dir = daemon.directory.path
+        // A real tap interface is created: unique per test process.
+        let tap = "gt\(getpid())"
         // NICs
         try step(
             #"nic_add { id: "vm1" mac: "52:54:00:AA:00:01" vni: 42 ip: "198.51.100.1" ip: "2001:0db8::0001" ip: "198.51.100.1" security_group: "web" }"#,
@@ -62,8 +64,8 @@ struct APIGoldenTests {
             id: "add-1"
         )
         try step(
-            #"nic_add { id: "tap1" mac: "52:54:00:00:00:02" vni: 7 type: TAP ip_anti_spoof: true }"#,
-            "\(Self.ok) nic_add { path: \"tap1\" }"
+            "nic_add { id: \"\(tap)\" mac: \"52:54:00:00:00:02\" vni: 7 type: TAP ip_anti_spoof: true }",
+            "\(Self.ok) nic_add { path: \"\(tap)\" }"
         )
         try step(
             #"nic_add { id: "bad" mac: "52:54:00:00:00" vni: 1 }"#,
@@ -81,7 +83,7 @@ struct APIGoldenTests {
             #"nic_add { id: "../escape" mac: "52:54:00:00:00:03" vni: 1 }"#,
             Self.refused("Bad NIC format", "id may not contain '/' or control characters")
         )
-        try step("nic_list: true", "\(Self.ok) nic_list: \"tap1\" nic_list: \"vm1\"")
+        try step("nic_list: true", "\(Self.ok) nic_list: \"\(tap)\" nic_list: \"vm1\"")
         try step(
             #"nic_details: "vm1""#,
             """
@@ -193,8 +195,8 @@ struct APIGoldenTests {
                 "log_level must be one of none, error, warning, info, debug"
             )
         )
-        try step(#"nic_del: "tap1""#, Self.ok)
-        try step(#"nic_del: "tap1""#, Self.ok)
+        try step("nic_del: \"\(tap)\"", Self.ok)
+        try step("nic_del: \"\(tap)\"", Self.ok)
         try step(#"nic_del: "never-existed""#, Self.ok)
         try step("nic_list: true", "\(Self.ok) nic_list: \"vm1\"")
     }

@@ -18,10 +18,12 @@ struct CLITests {
         #expect(add.status == 0, "\(add)")
         #expect(add.stdout == "\(daemon.directory.path)/qemu-vhost-nic1\n")
 
-        let tap = try daemon.cli("nic add --id tap1 --mac 52:54:00:00:00:02 --vni 7 --type TAP")
-        #expect(tap.stdout == "tap1\n", "\(tap)")
+        // A real tap interface is created: unique per test process.
+        let tapName = "ct\(getpid())"
+        let tap = try daemon.cli("nic add --id \(tapName) --mac 52:54:00:00:00:02 --vni 7 --type TAP")
+        #expect(tap.stdout == "\(tapName)\n", "\(tap)")
 
-        #expect(try daemon.cli("nic list").stdout == "nic1\ntap1\n")
+        #expect(try daemon.cli("nic list").stdout == "\(tapName)\nnic1\n")
 
         let details = try daemon.cli("nic details nic1")
         #expect(details.status == 0)
@@ -40,7 +42,7 @@ struct CLITests {
 
                 """
         )
-        #expect(try daemon.cli("nic details tap1").stdout.contains("type: TAP\n"))
+        #expect(try daemon.cli("nic details \(tapName)").stdout.contains("type: TAP\n"))
 
         let stats = try daemon.cli("nic stats nic1")
         #expect(stats.stdout == "in: 0\nout: 0\n", "\(stats)")
@@ -54,7 +56,7 @@ struct CLITests {
         #expect(try daemon.cli("nic update --id nic1 --ip -e").status == 0)
         #expect(!(try daemon.cli("nic details nic1").stdout.contains("ip: ")))
 
-        #expect(try daemon.cli("nic del nic1 tap1 never-existed").status == 0)
+        #expect(try daemon.cli("nic del nic1 \(tapName) never-existed").status == 0)
         #expect(try daemon.cli("nic list").stdout == "")
     }
 

@@ -7,7 +7,7 @@ import Testing
 struct DaemonTests {
     static let configuration = [
         "nic add --id vm1 --mac 52:54:00:00:00:01 --vni 100 --ip 198.51.100.1 --sg web --enable-antispoof",
-        "nic add --id vm2 --mac 52:54:00:00:00:02 --vni 100 --ip 2001:db8::2 --type TAP --bypass-filtering",
+        "nic add --id dt\(getpid()) --mac 52:54:00:00:00:02 --vni 100 --ip 2001:db8::2 --type TAP --bypass-filtering",
         "nic add --id vm3 --mac 52:54:00:00:00:03 --vni 200 --packet-trace true --trace-path /tmp/x.pcap",
         "sg rule add web --ip-proto tcp --port 80 --cidr 0.0.0.0/0",
         "sg rule add web --ip-proto all --sg-members admins",
@@ -39,7 +39,7 @@ struct DaemonTests {
         #expect(replay.status == 0, "\(replay)")
         let again = try second.cli("dump")
         #expect(again.stdout == dump.stdout)
-        #expect(try second.cli("nic details vm2").stdout.contains("type: TAP"))
+        #expect(try second.cli("nic details dt\(getpid())").stdout.contains("type: TAP"))
         second.stop()
     }
 
@@ -98,7 +98,7 @@ struct DaemonTests {
         second.stop()
         #expect(second.stderr.contains("restored 3 NICs and 2 security groups"))
         let third = try Daemon(extraArguments: ["--state-file", state], directory: directory)
-        #expect(try third.cli("nic list").stdout == "vm2\nvm3\n")
+        #expect(try third.cli("nic list").stdout == "dt\(getpid())\nvm3\n")
         third.stop()
     }
 

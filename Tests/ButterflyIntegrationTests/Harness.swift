@@ -37,7 +37,9 @@ struct ProcessResult: CustomStringConvertible {
 // Safe: the output buffers are written by one reader thread each and read after it finished.
 final class ChildProcess: @unchecked Sendable {
     let pid: pid_t
-    private var outputs = [Data(), Data()]
+    // One buffer per stream: each reader thread writes only its own.
+    private var stdoutData = Data()
+    private var stderrData = Data()
     private let readers = DispatchGroup()
     private var exitStatus: Int32?
 
@@ -78,7 +80,7 @@ final class ChildProcess: @unchecked Sendable {
                     data.append(contentsOf: buffer[0..<count])
                 }
                 close(fd)
-                self.outputs[index] = data
+                if index == 0 { self.stdoutData = data } else { self.stderrData = data }
                 self.readers.leave()
             }
         }
@@ -113,12 +115,12 @@ final class ChildProcess: @unchecked Sendable {
     /// Output so far is only complete after the process exited.
     var stdout: String {
         readers.wait()
-        return String(decoding: outputs[0], as: UTF8.self)
+        return String(decoding: stdoutData, as: UTF8.self)
     }
 
     var stderr: String {
         readers.wait()
-        return String(decoding: outputs[1], as: UTF8.self)
+        return String(decoding: stderrData, as: UTF8.self)
     }
 
     private static func decode(_ status: Int32) -> Int32 {
@@ -152,13 +154,21 @@ final class Daemon {
     let endpoint: String
     let child: ChildProcess
 
-    init(extraArguments: [String] = [], directory: TemporaryDirectory = TemporaryDirectory()) throws {
+    /// Starts a daemon; inside network namespace `namespace` when given (a "host").
+    init(
+        extraArguments: [String] = [],
+        directory: TemporaryDirectory = TemporaryDirectory(),
+        namespace: String? = nil
+    ) throws {
         self.directory = directory
         endpoint = "ipc://\(directory.path)/api.sock"
-        child = try ChildProcess(
-            Binaries.daemon,
-            ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path] + extraArguments
-        )
+        let arguments = ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path] + extraArguments
+        if let namespace {
+            // `ip netns exec` execs the daemon: the child's pid is the daemon's.
+            child = try ChildProcess("/usr/sbin/ip", ["netns", "exec", namespace, Binaries.daemon] + arguments)
+        } else {
+            child = try ChildProcess(Binaries.daemon, arguments)
+        }
         // Ready once libzmq has created the socket file (bind happens after state restore).
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: "\(directory.path)/api.sock") {

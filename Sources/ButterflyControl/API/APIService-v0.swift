@@ -39,6 +39,7 @@ extension APIService {
             } catch {
                 throw .badNIC(error.detail ?? error.description)
             }
+            try control.prepare(nic)
             try control.mutate { model throws(APIError) in try model.addNIC(nic) }
             response.nicAdd.path = control.reconciler.path(for: nic)
             Log.info("NIC \(nic.id) added (vni \(nic.vni), mac \(nic.mac))")

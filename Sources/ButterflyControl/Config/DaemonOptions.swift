@@ -8,6 +8,16 @@ public struct DaemonOptions: Equatable, Sendable {
     public var configFile: String?
     /// VTEP address (`-i`); `nil` = local-only switching.
     public var vtepAddress: IPAddress?
+    /// Length of the underlay prefix the VTEP address is on (`-i IP/LEN`); `nil` = on-link
+    /// for everything without a gateway, nothing with one.
+    public var vtepPrefixLength: Int?
+    /// Interface carrying VXLAN (`--underlay-if`, or the original's
+    /// `--dpdk-args "--vdev=eth_pcap0,iface=IFNAME"`).
+    public var underlayInterface: String?
+    /// Router for VTEPs off the VTEP's prefix (`--underlay-gw`).
+    public var underlayGateway: IPAddress?
+    /// Remote VTEPs that receive broadcast/unknown traffic by unicast (`--vtep-peer`, repeatable).
+    public var vtepPeers: [IPAddress] = []
     public var socketDirectory = "/tmp"
     public var endpoint = "tcp://127.0.0.1:9999"
     public var logLevel = Log.Level.error
@@ -71,6 +81,7 @@ public struct DaemonOptions: Equatable, Sendable {
             "graph-core-id": "graph-cpu-core", "graph-cpu-core": "graph-cpu-core", "dpdk-args": "dpdk-args",
             "dpdk-port": "dpdk-port", "nic-mtu": "nic-mtu", "state-file": "state-file",
             "trace-path": "trace-path", "packet-trace": "packet-trace-flag", "no-offload": "no-offload-flag",
+            "underlay-if": "underlay-if", "underlay-gw": "underlay-gw", "vtep-peers": "vtep-peer",
         ],
         "security": ["encryption_key_path": "key"],
     ]
@@ -92,8 +103,25 @@ public struct DaemonOptions: Equatable, Sendable {
     private mutating func set(_ option: String, _ value: String, source: String) throws(Failure) {
         switch option {
         case "ip":
-            guard let address = IPAddress(value) else { throw Failure("\(source): '\(value)' is not an IP address") }
+            let parts = value.split(separator: "/", maxSplits: 1).map(String.init)
+            guard let address = IPAddress(parts[0]) else { throw Failure("\(source): '\(value)' is not an IP address") }
             vtepAddress = address
+            vtepPrefixLength =
+                parts.count == 2 ? try Self.integer(parts[1], source: source, range: 0...address.bitWidth) : nil
+        case "underlay-if":
+            guard !value.isEmpty, value.utf8.count <= 15 else {
+                throw Failure("\(source): '\(value)' is not an interface name")
+            }
+            underlayInterface = value
+        case "underlay-gw":
+            guard let address = IPAddress(value) else { throw Failure("\(source): '\(value)' is not an IP address") }
+            underlayGateway = address
+        case "vtep-peer":
+            for item in value.split(separator: ",") {
+                let text = item.trimmingWhitespace()
+                guard let address = IPAddress(text) else { throw Failure("\(source): '\(text)' is not an IP address") }
+                if !vtepPeers.contains(address) { vtepPeers.append(address) }
+            }
         case "socket-dir": socketDirectory = value
         case "endpoint":
             guard !value.isEmpty else { throw Failure("\(source): empty endpoint") }
@@ -104,7 +132,13 @@ public struct DaemonOptions: Equatable, Sendable {
             }
             logLevel = level
         case "graph-cpu-core": graphCPUCore = try Self.integer(value, source: source, range: 0...4095)
-        case "dpdk-args": dpdkArgs = value
+        case "dpdk-args":
+            dpdkArgs = value
+            // The original named its underlay through DPDK's pcap driver.
+            if underlayInterface == nil, let range = value.range(of: "iface=") {
+                let name = value[range.upperBound...].prefix { $0 != "," && $0 != " " && $0 != "\"" }
+                if !name.isEmpty { underlayInterface = String(name) }
+            }
         case "dpdk-port": dpdkPort = try Self.integer(value, source: source, range: 0...65535)
         case "nic-mtu":
             nicMTU = value == "max" ? nil : try Self.integer(value, source: source, range: 68...65535)
@@ -138,7 +172,11 @@ public struct DaemonOptions: Equatable, Sendable {
         usage: butterflyd [options]
 
           -c, --config FILE         ini file ([general] keys below, [security] encryption_key_path)
-          -i, --ip IP               underlay (VTEP) address, IPv4 or IPv6 [ip]; none = local switching only
+          -i, --ip IP[/LEN]         underlay (VTEP) address, IPv4 or IPv6 [ip]; none = local switching only
+              --underlay-if IFNAME  interface carrying VXLAN, owned by the daemon [underlay-if]
+              --underlay-gw IP      router towards VTEPs outside the VTEP's prefix [underlay-gw]
+              --vtep-peer IP        remote VTEP for broadcast/unknown traffic, repeatable
+                                    (head-end replication, no multicast needed) [vtep-peers, comma-separated]
           -s, --socket-dir DIR      directory of vhost-user sockets [socket-dir] (default /tmp)
           -e, --endpoint URL        API endpoint, any ZeroMQ endpoint [endpoint] (default tcp://127.0.0.1:9999)
           -l, --log-level LEVEL     none, error, warning, info or debug [log-level] (default error)
@@ -167,7 +205,7 @@ struct CommandLineValues {
     ]
     static let longValueOptions: Set<String> = [
         "config", "ip", "socket-dir", "endpoint", "log-level", "graph-cpu-core", "dpdk-args", "dpdk-port", "nic-mtu",
-        "key", "state-file", "trace-path",
+        "key", "state-file", "trace-path", "underlay-if", "underlay-gw", "vtep-peer",
     ]
     static let flagOptions: [String: String] = ["t": "packet-trace", "V": "version", "h": "help"]
     static let longFlags: Set<String> = ["packet-trace", "no-offload", "no-syslog", "version", "help"]

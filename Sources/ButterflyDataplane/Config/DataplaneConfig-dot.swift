@@ -2,7 +2,10 @@ extension DataplaneConfig {
     /// The configured graph in Graphviz DOT: the underlay and VXLAN endpoint, one switch per
     /// VNI, and each NIC's chain (`firewall → antispoof → nic`, or straight to the NIC with
     /// `bypass_filtering`). Node names are quoted, so any NIC id is safe.
-    public func graphDOT() -> String {
+    ///
+    /// With `counters`, each NIC node carries its live packet and drop counts (the running
+    /// graph); without, the configured graph.
+    public func graphDOT(counters: ((String) -> NICCounters?)? = nil) -> String {
         var lines = ["digraph butterfly {", "  rankdir=LR;"]
         let vtep = host.vtepAddress.map { "vxlan \($0)" } ?? "local only"
         lines.append("  \"underlay\" -> \"\(Self.escape(vtep))\";")
@@ -23,6 +26,12 @@ extension DataplaneConfig {
                 case .bench: "bench"
                 }
             let nicNode = "\"nic \(id) (\(kind))\""
+            if let counters, let live = counters(nic.id) {
+                let dropped = live.drops.reduce(0) { $0 + $1.packets }
+                lines.append(
+                    "  \(nicNode) [label=\"nic \(id) (\(kind))\\nin \(live.inPackets) pkts / out \(live.outPackets) pkts / dropped \(dropped)\"];"
+                )
+            }
             if nic.bypassFiltering {
                 lines.append("  \"switch vni \(nic.vni)\" -> \(nicNode);")
             } else {

@@ -3,6 +3,8 @@
 // Linux interfaces that Glibc's Swift overlay does not expose. Only headers and tiny
 // helpers live here; all logic is Swift.
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -14,4 +16,10 @@ int cbutterfly_write_all(int fd, const void *buffer, size_t length);
 /// (libzmq silently replaces an existing ipc:// socket file; this lets the daemon refuse to
 /// steal the endpoint of a running one.)
 int cbutterfly_unix_socket_is_live(const char *path);
+
+/// Pins the calling thread to one CPU. 0 or an errno value.
+int cbutterfly_pin_current_thread(int cpu);
+
+#include "tap_shim.h"
+#include "packet_shim.h"
 #endif

@@ -1,0 +1,100 @@
+import CButterflyLinux
+
+/// Why the data plane dropped a packet. Each reason is declared once and becomes a counter,
+/// per NIC and global (VPP-style); `name` is what `nic_stats` and the DOT graph show.
+public enum DropReason: Int, CaseIterable, Sendable {
+    case truncated
+    case oversize
+    case spoofedSourceMAC
+    case rarp
+    case spoofedARP
+    case spoofedNeighborAdvertisement
+    case hairpin
+    case noBuffer
+    case transmitFailed
+    case unknownVNI
+    case notVXLAN
+    case badVXLANFlags
+    case ipOptionsOrFragment
+    case notForThisVTEP
+    case unresolvedNeighbor
+    case underlayOther
+
+    public var name: String {
+        switch self {
+        case .truncated: "truncated"
+        case .oversize: "oversize"
+        case .spoofedSourceMAC: "spoofed-source-mac"
+        case .rarp: "rarp"
+        case .spoofedARP: "spoofed-arp"
+        case .spoofedNeighborAdvertisement: "spoofed-neighbor-advertisement"
+        case .hairpin: "hairpin"
+        case .noBuffer: "no-buffer"
+        case .transmitFailed: "transmit-failed"
+        case .unknownVNI: "unknown-vni"
+        case .notVXLAN: "not-vxlan"
+        case .badVXLANFlags: "bad-vxlan-flags"
+        case .ipOptionsOrFragment: "ip-options-or-fragment"
+        case .notForThisVTEP: "not-for-this-vtep"
+        case .unresolvedNeighbor: "unresolved-neighbor"
+        case .underlayOther: "underlay-other"
+        }
+    }
+}
+
+/// Counters written by one worker and read by the control plane at any time: plain slots
+/// updated with relaxed atomic load/store (one writer), so reads never tear and the packet
+/// path pays no locked instruction.
+///
+/// ```
+///  slot: 0 inPackets │ 1 inBytes │ 2 outPackets │ 3 outBytes │ 4… one per DropReason
+/// ```
+public final class CounterBlock: @unchecked Sendable {
+    // Safe: slots are only touched through relaxed atomic helpers.
+    @usableFromInline let slots: UnsafeMutablePointer<UInt64>
+    static let slotCount = 4 + DropReason.allCases.count
+
+    public init() {
+        slots = .allocate(capacity: Self.slotCount)
+        slots.initialize(repeating: 0, count: Self.slotCount)
+    }
+
+    deinit { slots.deallocate() }
+
+    /// Traffic received from the guest (or the underlay, for the global block).
+    @inlinable
+    public func countIn(bytes: Int) {
+        cbutterfly_counter_add(slots, 1)
+        cbutterfly_counter_add(slots + 1, UInt64(bytes))
+    }
+
+    /// Traffic delivered to the guest (or sent to the underlay).
+    @inlinable
+    public func countOut(bytes: Int) {
+        cbutterfly_counter_add(slots + 2, 1)
+        cbutterfly_counter_add(slots + 3, UInt64(bytes))
+    }
+
+    @inlinable
+    public func countDrop(_ reason: DropReason) {
+        cbutterfly_counter_add(slots + 4 + reason.rawValue, 1)
+    }
+
+    /// A consistent-enough snapshot for the API (each value is exact; they are read one by one).
+    public var snapshot: NICCounters {
+        var drops: [(reason: String, packets: UInt64)] = []
+        for reason in DropReason.allCases {
+            let value = cbutterfly_counter_load(slots + 4 + reason.rawValue)
+            if value > 0 { drops.append((reason.name, value)) }
+        }
+        return NICCounters(
+            inBytes: cbutterfly_counter_load(slots + 1),
+            inPackets: cbutterfly_counter_load(slots),
+            outBytes: cbutterfly_counter_load(slots + 3),
+            outPackets: cbutterfly_counter_load(slots + 2),
+            drops: drops
+        )
+    }
+
+    public func drops(_ reason: DropReason) -> UInt64 { cbutterfly_counter_load(slots + 4 + reason.rawValue) }
+}

@@ -1,0 +1,359 @@
+import ButterflyPacket
+import CButterflyLinux
+import HashTreeCollections
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The packet worker: one thread that owns a packet pool, the ports of its NICs, the MAC tables
+/// of their VNIs and the underlay, and runs batches to completion.
+///
+/// ```
+///  loop:  adopt a new DataplaneUpdate if one is waiting (between batches)
+///         for each NIC port: receive batch ─► fromGuest ─► per-NIC tx batches / underlay
+///         underlay: receive batch ─► fromUnderlay ─► per-NIC tx batches
+///         flush tx batches; age MAC tables once a second
+///         nothing received for a while ─► epoll_wait(port fds + mailbox eventfd)
+/// ```
+///
+/// State survives configuration changes: a NIC keeps its slot (and the MAC entries pointing
+/// at it) as long as its id exists; only what changed is rebuilt.
+public final class Worker: @unchecked Sendable {
+    // Safe: every stored property below is touched only by the worker thread, except the
+    // mailbox, `adoptedVersion` and `running`, which are synchronised.
+
+    public struct Settings: Sendable {
+        public var poolCapacity = 16_384
+        public var macAgeSeconds: UInt32 = 300
+        /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
+        /// per port, so this stays small: waking costs that many calls per port).
+        public var idlePollsBeforeSleep = 16
+        public var macTableCapacity = 4096
+        public init() {}
+    }
+
+    let settings: Settings
+    let pool: PacketPool
+    private let mailbox = Mutex<DataplaneUpdate?>(nil)
+    private let pending = Atomic<Bool>(false)
+    private let adopted = Atomic<UInt64>(0)
+    private let running = Atomic<Bool>(true)
+    private let wakeFD: Int32
+    private let epollFD: Int32
+    /// Global counters: underlay traffic and drops not attributable to a NIC.
+    public let globalCounters = CounterBlock()
+
+    // Worker-owned state.
+    var config: DataplaneConfig
+    var slots: [GuestSlot?] = []
+    private var freeSlots: [Int] = []
+    var slotByID: [String: Int] = [:]
+    var vnis: [UInt32: VNISwitch] = [:]
+    /// Slots with frames waiting in their tx batch.
+    var pendingTransmit: [Int] = []
+    let receiveBatch = PacketBatch()
+    var now: UInt32 = 0
+    private var lastSweep: UInt32 = 0
+    /// Optional underlay (VXLAN); nil in local mode.
+    public var underlay: UnderlayProcessing?
+
+    public init(settings: Settings = Settings(), host: HostConfig) {
+        self.settings = settings
+        pool = PacketPool(capacity: settings.poolCapacity)
+        config = DataplaneConfig(host: host)
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        precondition(wakeFD >= 0 && epollFD >= 0, "eventfd/epoll_create1 failed: \(String(cString: strerror(errno)))")
+        watch(wakeFD, token: UInt64.max)
+    }
+
+    deinit {
+        close(wakeFD)
+        close(epollFD)
+        for index in vnis.keys { vnis[index]?.table.deallocate() }
+    }
+
+    // MARK: Control plane side (any thread)
+
+    /// Hands a new configuration to the worker; it is adopted between two batches.
+    public func publish(_ update: DataplaneUpdate) {
+        mailbox.withLock { $0 = update }
+        pending.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// The version of the last configuration the worker adopted.
+    public var adoptedVersion: UInt64 { adopted.load(ordering: .acquiring) }
+
+    /// Waits (briefly) until the worker runs `version` or later: after it returns, ports the
+    /// control plane removed are no longer used by the worker.
+    @discardableResult
+    public func waitForAdoption(of version: UInt64, timeoutMilliseconds: Int = 2000) -> Bool {
+        var waited = 0
+        while adoptedVersion < version {
+            guard waited < timeoutMilliseconds * 10 else { return false }
+            usleep(100)
+            waited += 1
+        }
+        return true
+    }
+
+    public func stop() {
+        running.store(false, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Starts the worker thread, pinned to `cpu` when given; `join()` waits for it after `stop()`.
+    public func start(cpu: Int? = nil) {
+        pinnedCPU = cpu
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(
+            &thread,
+            nil,
+            { context in
+                let worker = Unmanaged<Worker>.fromOpaque(context!).takeRetainedValue()
+                if let cpu = worker.pinnedCPU { _ = cbutterfly_pin_current_thread(Int32(cpu)) }
+                worker.run()
+                return nil
+            },
+            context
+        )
+        precondition(result == 0, "pthread_create failed: \(result)")
+    }
+
+    public func join() {
+        if thread != 0 { pthread_join(thread, nil) }
+        thread = 0
+    }
+
+    private var thread = pthread_t()
+    private var pinnedCPU: Int?
+
+    // MARK: Worker thread
+
+    func run() {
+        var emptyPolls = 0
+        var events = [epoll_event](repeating: epoll_event(), count: 64)
+        while running.load(ordering: .relaxed) {
+            if pending.load(ordering: .acquiring) { adoptPending() }
+            now = Self.monotonicSeconds()
+            if now != lastSweep { sweep() }
+            if pollOnce() > 0 {
+                emptyPolls = 0
+                continue
+            }
+            emptyPolls += 1
+            guard emptyPolls >= settings.idlePollsBeforeSleep else { continue }
+            // Idle: sleep until a port or the mailbox is readable (or a second passes, to age
+            // tables), then serve only the ports that woke us. Busy polling of every port
+            // resumes only if traffic keeps coming.
+            let ready = epoll_wait(epollFD, &events, Int32(events.count), 1000)
+            var work = 0
+            for index in 0..<max(0, Int(ready)) {
+                let token = events[index].data.u64
+                if token == UInt64.max {
+                    var drained: UInt64 = 0
+                    _ = read(wakeFD, &drained, 8)
+                } else if token == UInt64.max - 1 {
+                    work += underlay?.poll(self) ?? 0
+                } else if Int(token) < slots.count, let guest = slots[Int(token)], let port = guest.port {
+                    while port.receive(into: receiveBatch, pool: pool) > 0 {
+                        work += receiveBatch.count
+                        fromGuest(slot: Int(token), guest)
+                    }
+                }
+            }
+            if work > 0 { flush() }
+            emptyPolls = work > 0 ? 0 : settings.idlePollsBeforeSleep
+        }
+    }
+
+    /// One pass over every port; returns the number of frames received.
+    @discardableResult
+    func pollOnce() -> Int {
+        var work = 0
+        for slot in 0..<slots.count {
+            guard let guest = slots[slot], let port = guest.port else { continue }
+            let received = port.receive(into: receiveBatch, pool: pool)
+            if received > 0 {
+                work &+= received
+                fromGuest(slot: slot, guest)
+                receiveBatch.removeAll()
+            }
+        }
+        if let underlay {
+            work &+= underlay.poll(self)
+        }
+        flush()
+        return work
+    }
+
+    func flush() {
+        for slot in pendingTransmit {
+            guard let guest = slots[slot] else { continue }
+            if let port = guest.port {
+                _ = port.transmit(guest.transmitBatch, pool: pool)
+            } else {
+                guest.transmitBatch.releaseAll(to: pool)
+            }
+        }
+        pendingTransmit.removeAll(keepingCapacity: true)
+        underlay?.flush(self)
+    }
+
+    static func monotonicSeconds() -> UInt32 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &time)
+        return UInt32(truncatingIfNeeded: time.tv_sec)
+    }
+
+    private func sweep() {
+        lastSweep = now
+        for vni in vnis.keys {
+            vnis[vni]!.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
+        }
+    }
+
+    // MARK: Adoption
+
+    private func adoptPending() {
+        pending.store(false, ordering: .relaxed)
+        guard
+            let update = mailbox.withLock({ state -> DataplaneUpdate? in
+                defer { state = nil }
+                return state
+            })
+        else { return }
+        adopt(update)
+        adopted.store(update.config.version, ordering: .releasing)
+    }
+
+    /// Applies a configuration: removes NICs that are gone, adds new ones, updates changed
+    /// ones in place. Learned MACs of NICs that stay are kept.
+    func adopt(_ update: DataplaneUpdate) {
+        flush()
+        let old = slotByID
+        for (id, slot) in old where update.config.nics[id] == nil {
+            removeSlot(slot, id: id)
+        }
+        for (id, nic) in update.config.nics {
+            let attachment = update.attachments[id]
+            if let slot = slotByID[id], let guest = slots[slot] {
+                if guest.attachment !== attachment {
+                    if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+                    guest.attachment = attachment
+                    if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+                }
+                if guest.config.vni != nic.vni {
+                    leaveVNI(slot: slot, vni: guest.config.vni)
+                    joinVNI(slot: slot, vni: nic.vni)
+                }
+                guest.config = nic
+            } else {
+                let slot = freeSlots.popLast() ?? slots.count
+                if slot == slots.count { slots.append(nil) }
+                slots[slot] = GuestSlot(config: nic, attachment: attachment)
+                slotByID[id] = slot
+                joinVNI(slot: slot, vni: nic.vni)
+                if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            }
+        }
+        config = update.config
+        underlay?.adopt(self)
+    }
+
+    private func removeSlot(_ slot: Int, id: String) {
+        guard let guest = slots[slot] else { return }
+        guest.transmitBatch.releaseAll(to: pool)
+        if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+        leaveVNI(slot: slot, vni: guest.config.vni)
+        slots[slot] = nil
+        slotByID[id] = nil
+        freeSlots.append(slot)
+    }
+
+    private func joinVNI(slot: Int, vni: UInt32) {
+        if vnis[vni] == nil {
+            vnis[vni] = VNISwitch(vni: vni, table: MACTable(capacity: settings.macTableCapacity))
+        }
+        vnis[vni]!.members.append(slot)
+    }
+
+    private func leaveVNI(slot: Int, vni: UInt32) {
+        guard var network = vnis[vni] else { return }
+        network.members.removeAll { $0 == slot }
+        network.table.sweep(now: now, ageLimit: settings.macAgeSeconds) { $0 == Int32(slot) }
+        if network.members.isEmpty {
+            network.table.deallocate()
+            vnis[vni] = nil
+        } else {
+            vnis[vni] = network
+        }
+    }
+
+    private func watch(_ fd: Int32, token: UInt64) {
+        var event = epoll_event()
+        event.events = UInt32(EPOLLIN.rawValue)
+        event.data.u64 = token
+        _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
+    }
+
+    private func unwatch(_ fd: Int32) {
+        var unused = epoll_event()
+        _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &unused)
+    }
+
+    /// Registers the underlay port's descriptor for idle wake-ups.
+    public func watchUnderlay(_ fd: Int32) { watch(fd, token: UInt64.max - 1) }
+
+    /// Counters of a NIC's attachment, if it has one.
+    public func slotCount() -> Int { slots.count }
+}
+
+/// A guest NIC as the worker sees it.
+final class GuestSlot {
+    var config: NICConfig {
+        didSet { antiSpoofPolicy = AntiSpoof.Policy(config) }
+    }
+    var attachment: NICAttachment?
+    let transmitBatch = PacketBatch()
+    /// Prepared from `config` once per change, not per packet.
+    private(set) var antiSpoofPolicy: AntiSpoof.Policy
+
+    init(config: NICConfig, attachment: NICAttachment?) {
+        self.config = config
+        self.attachment = attachment
+        antiSpoofPolicy = AntiSpoof.Policy(config)
+    }
+
+    var port: (any PacketPort)? { attachment?.port }
+}
+
+/// One VNI's switch: its local member slots and its MAC table.
+struct VNISwitch {
+    let vni: UInt32
+    var members: [Int] = []
+    var table: MACTable
+
+    init(vni: UInt32, table: MACTable) {
+        self.vni = vni
+        self.table = table
+    }
+}
+
+/// The underlay side plugged into the worker (VXLAN + ARP/ND + IGMP/MLD), `nil` in local mode.
+public protocol UnderlayProcessing: AnyObject {
+    /// Receives and processes one batch from the underlay; returns frames received.
+    func poll(_ worker: Worker) -> Int
+    /// Sends what is queued for the underlay.
+    func flush(_ worker: Worker)
+    /// Called after a new configuration was adopted (join/leave groups, peers).
+    func adopt(_ worker: Worker)
+    /// Sends a guest frame of `vni` to the network: to the VTEP that owns `destination`
+    /// (a remote location ≤ -2), or flooded (BUM) when `location` is -1.
+    func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker)
+}

@@ -1,0 +1,477 @@
+import ButterflyDataplane
+import ButterflyPacket
+import CButterflyLinux
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The underlay port: an AF_PACKET socket bound to one Ethernet interface that the daemon
+/// owns (promiscuous, every EtherType), with both rings mmap'd so that a batch costs at most
+/// one syscall (the transmit kick) and every frame one copy.
+///
+/// ```
+///  one mapping, shared with the kernel (packet_mmap.rst, TPACKET_V3 for both rings):
+///
+///  RX: [ block 0 ][ block 1 ] … [ block n-1 ]        each block: tpacket_block_desc, then
+///       ▲ receiveBlock (cursor: block,                frames chained by tp_next_offset:
+///         frames left, next frame offset)             [tpacket3_hdr|sockaddr_ll|…|frame]
+///       block_status: TP_STATUS_KERNEL ─(kernel fills, retires when full or after
+///       the retire timeout)─► TP_STATUS_USER ─(receive copies every frame out)─► KERNEL
+///
+///  TX: [ slot 0 ][ slot 1 ] … [ slot m-1 ]           each slot: tpacket3_hdr (48 B), frame
+///       ▲ transmitSlot (the kernel walks the same order)
+///       tp_status: AVAILABLE ─(transmit copies)─► SEND_REQUEST ─(sendto kick)─► SENDING
+///       ─(driver done with the skb)─► AVAILABLE
+/// ```
+///
+/// Receive drops (counted in `portDrops.receiveDropped`): frames longer than
+/// `PacketPool.maximumFrame` or truncated by the ring, and frames arriving while the pool is
+/// empty. Frames the host sends on the interface are not received (PACKET_IGNORE_OUTGOING,
+/// and PACKET_OUTGOING is skipped as well). Frames the kernel could not place because every
+/// block was still ours are counted by the kernel: `kernelStatistics()`.
+///
+/// Transmit drops (`portDrops.transmitDropped`): frames shorter than an Ethernet header or
+/// longer than `maximumTransmitFrame`, and frames finding the next slot still in flight (ring
+/// full). PACKET_QDISC_BYPASS hands frames straight to the driver (no qdisc, no taps).
+///
+/// Owned by one worker thread, like every port.
+public final class PacketSocketPort: PacketPort {
+    /// Ring geometry and socket options. The defaults hold 8 MiB of received frames (about
+    /// 4,000 full-size frames, several milliseconds of 10 GbE line rate) and 1,024 transmit
+    /// slots.
+    ///
+    /// Many small receive blocks rather than a few large ones: under light traffic the kernel
+    /// hands over a block after the retire timeout however little it holds, so the block
+    /// count bounds how many milliseconds the worker may be away before the kernel drops. With
+    /// 8 × 1 MiB a worker absent for 8 ms at one frame per millisecond loses frames; with
+    /// 64 × 128 KiB it takes 64 ms, at the same memory.
+    public struct Configuration: Sendable {
+        /// Bytes of one receive block: a multiple of the page size.
+        public var receiveBlockSize = 128 << 10
+        public var receiveBlockCount = 64
+        /// How long the kernel keeps a partly filled receive block before handing it over:
+        /// the added latency when traffic is light.
+        public var retireTimeoutMilliseconds = 1
+        /// Bytes of one transmit slot (header included): a multiple of 16 that holds the
+        /// 48-byte header plus the largest frame sent.
+        public var transmitSlotSize = 2048
+        public var transmitSlotCount = 1024
+        /// Receives frames for every destination MAC (the daemon owns the interface).
+        public var promiscuous = true
+
+        public init() {}
+    }
+
+    /// Totals read from the kernel (PACKET_STATISTICS, which resets on each read).
+    public struct KernelStatistics: Sendable, Equatable {
+        /// Frames the kernel passed to the socket, placed or not.
+        public var packets: UInt64 = 0
+        /// Frames the kernel dropped because no receive block was free.
+        public var drops: UInt64 = 0
+        /// Times the receive queue froze because every block was still ours.
+        public var freezes: UInt64 = 0
+        public init() {}
+    }
+
+    /// The interface name.
+    public let name: String
+    /// The interface index (if_nametoindex).
+    public let interfaceIndex: Int32
+    /// The interface's hardware address when the port was opened (SIOCGIFHWADDR).
+    public let macAddress: MACAddress
+    /// The interface MTU when the port was opened (SIOCGIFMTU).
+    public let mtu: Int
+    /// Largest frame `transmit` sends (Ethernet header included): the MTU plus 14 bytes,
+    /// bounded by the slot size.
+    public let maximumTransmitFrame: Int
+    /// The socket: readable when a receive block is ready.
+    public let fileDescriptor: Int32
+    /// Written into `Packet.port` of every received frame (the worker's index of this port).
+    public var portIndex: UInt16 = 0
+    public private(set) var portDrops = PortDropCounters()
+
+    private let configuration: Configuration
+    private let ring: UnsafeMutableRawPointer
+    private let ringBytes: Int
+    private let receiveRing: UnsafeMutableRawPointer
+    private let receiveBlockSize: Int
+    private let receiveBlockCount: Int
+    private let transmitRing: UnsafeMutableRawPointer
+    private let transmitSlotSize: Int
+    private let transmitSlotCount: Int
+
+    /// Receive cursor: the block to read, how many of its frames are still unread (0 when no
+    /// block is open) and the offset of the next one within it.
+    private var receiveBlock = 0
+    private var receiveFramesLeft = 0
+    private var receiveFrameOffset = 0
+    /// Transmit cursor: the next slot to fill, in the order the kernel sends them.
+    private var transmitSlot = 0
+    /// Frames wait in the ring for a kick that did not go through (EAGAIN, ENOBUFS, link down).
+    private var kickPending = false
+    private var kernelTotals = KernelStatistics()
+
+    /// Opens the underlay on `interface`: needs CAP_NET_RAW (root) and an Ethernet interface.
+    public init(interface: String, configuration: Configuration = Configuration()) throws(PortError) {
+        let subject = "underlay interface \"\(interface)\""
+        func failure(_ operation: String, _ code: Int32) -> PortError {
+            PortError(subject: subject, operation: operation, errno: code, hint: Self.hint(for: code))
+        }
+        let receiveBlockSize = configuration.receiveBlockSize
+        let transmitSlotSize = configuration.transmitSlotSize
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        precondition(
+            receiveBlockSize > 0 && receiveBlockSize % pageSize == 0 && configuration.receiveBlockCount > 0,
+            "receive blocks are whole pages"
+        )
+        precondition(
+            transmitSlotSize % 16 == 0 && transmitSlotSize > Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) + 14
+                && (pageSize % transmitSlotSize == 0 || transmitSlotSize % pageSize == 0),
+            "transmit slots are 16-byte aligned and tile pages"
+        )
+        precondition(configuration.transmitSlotCount > 0, "at least one transmit slot")
+        precondition(configuration.retireTimeoutMilliseconds >= 0, "retire timeout in milliseconds")
+
+        guard !interface.isEmpty, interface.utf8.count < Int(IF_NAMESIZE) else {
+            throw failure("interface name check", EINVAL)
+        }
+        let index = if_nametoindex(interface)
+        guard index != 0 else { throw failure("if_nametoindex", errno) }
+
+        let fd = socket(
+            AF_PACKET,
+            Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            0
+        )
+        guard fd >= 0 else { throw failure("socket(AF_PACKET, SOCK_RAW)", errno) }
+        var mapping: (pointer: UnsafeMutableRawPointer, bytes: Int)?
+        func abandon(_ operation: String, _ code: Int32) -> PortError {
+            if let mapping { munmap(mapping.pointer, mapping.bytes) }
+            close(fd)
+            return failure(operation, code)
+        }
+
+        var hardwareType: UInt16 = 0
+        var octets: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0)
+        let addressResult = withUnsafeMutableBytes(of: &octets) { bytes in
+            cbutterfly_packet_interface_hardware_address(
+                fd,
+                interface,
+                &hardwareType,
+                bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            )
+        }
+        guard addressResult == 0 else { throw abandon("ioctl(SIOCGIFHWADDR)", errno) }
+        guard hardwareType == UInt16(CBUTTERFLY_ARPHRD_ETHER) else {
+            throw abandon("hardware type check (ARPHRD \(hardwareType), not Ethernet)", EINVAL)
+        }
+        var interfaceMTU: Int32 = 0
+        guard cbutterfly_packet_interface_mtu(fd, interface, &interfaceMTU) == 0 else {
+            throw abandon("ioctl(SIOCGIFMTU)", errno)
+        }
+
+        // Version and loss mode first: the kernel refuses both once a ring exists. PACKET_LOSS
+        // makes the kernel skip a malformed transmit slot instead of stalling the ring on it.
+        var code = Syscall.setOption(fd, SOL_PACKET, PACKET_VERSION, Int32(TPACKET_V3.rawValue))
+        guard code == 0 else { throw abandon("setsockopt(PACKET_VERSION, TPACKET_V3)", code) }
+        code = Syscall.setOption(fd, SOL_PACKET, PACKET_LOSS, Int32(1))
+        guard code == 0 else { throw abandon("setsockopt(PACKET_LOSS)", code) }
+
+        var receiveRequest = tpacket_req3()
+        receiveRequest.tp_block_size = UInt32(receiveBlockSize)
+        receiveRequest.tp_block_nr = UInt32(configuration.receiveBlockCount)
+        // V3 receive frames are variable-sized; the kernel still wants a frame geometry that
+        // tiles the blocks.
+        receiveRequest.tp_frame_size = UInt32(PacketPool.bufferSize)
+        receiveRequest.tp_frame_nr = UInt32(receiveBlockSize / PacketPool.bufferSize * configuration.receiveBlockCount)
+        receiveRequest.tp_retire_blk_tov = UInt32(configuration.retireTimeoutMilliseconds)
+        code = Syscall.setOption(fd, SOL_PACKET, PACKET_RX_RING, receiveRequest)
+        guard code == 0 else { throw abandon("setsockopt(PACKET_RX_RING)", code) }
+
+        // Transmit slots in V3 are fixed-size frames; the block only groups them in memory.
+        let slotsPerBlock = max(1, pageSize / transmitSlotSize)
+        let transmitSlotCount = (configuration.transmitSlotCount + slotsPerBlock - 1) / slotsPerBlock * slotsPerBlock
+        var transmitRequest = tpacket_req3()
+        transmitRequest.tp_block_size = UInt32(slotsPerBlock * transmitSlotSize)
+        transmitRequest.tp_block_nr = UInt32(transmitSlotCount / slotsPerBlock)
+        transmitRequest.tp_frame_size = UInt32(transmitSlotSize)
+        transmitRequest.tp_frame_nr = UInt32(transmitSlotCount)
+        code = Syscall.setOption(fd, SOL_PACKET, PACKET_TX_RING, transmitRequest)
+        guard code == 0 else { throw abandon("setsockopt(PACKET_TX_RING)", code) }
+
+        let receiveBytes = receiveBlockSize * configuration.receiveBlockCount
+        let transmitBytes = transmitSlotSize * transmitSlotCount
+        let ringBytes = receiveBytes + transmitBytes
+        // The kernel maps the RX ring first, then the TX ring, in one mapping.
+        guard let pointer = mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), pointer != MAP_FAILED
+        else { throw abandon("mmap(\(ringBytes) bytes of ring)", errno) }
+        mapping = (pointer, ringBytes)
+
+        code = Syscall.setOption(fd, SOL_PACKET, PACKET_QDISC_BYPASS, Int32(1))
+        guard code == 0 else { throw abandon("setsockopt(PACKET_QDISC_BYPASS)", code) }
+        // Linux 4.20+: outgoing frames of the host never reach the ring (they are skipped
+        // below too, so an older kernel costs only copies).
+        _ = Syscall.setOption(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1))
+        // A nonblocking transmit fails with EAGAIN once the socket's send buffer accounts
+        // for more bytes in flight than it allows: let it cover the whole ring.
+        let sendBuffer = Int32(clamping: transmitBytes * 2)
+        if Syscall.setOption(fd, SOL_SOCKET, SO_SNDBUFFORCE, sendBuffer) != 0 {
+            _ = Syscall.setOption(fd, SOL_SOCKET, SO_SNDBUF, sendBuffer)
+        }
+
+        // Binding with a protocol starts delivery; the socket was created with protocol 0
+        // so that no frame of another interface lands in the ring before this.
+        var address = sockaddr_ll()
+        address.sll_family = UInt16(AF_PACKET)
+        address.sll_protocol = UInt16(ETH_P_ALL).bigEndian
+        address.sll_ifindex = Int32(bitPattern: index)
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size))
+            }
+        }
+        guard bound == 0 else { throw abandon("bind(AF_PACKET, ETH_P_ALL)", errno) }
+
+        if configuration.promiscuous {
+            var membership = packet_mreq()
+            membership.mr_ifindex = Int32(bitPattern: index)
+            membership.mr_type = UInt16(PACKET_MR_PROMISC)
+            code = Syscall.setOption(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, membership)
+            guard code == 0 else { throw abandon("setsockopt(PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC)", code) }
+        }
+
+        self.name = interface
+        self.interfaceIndex = Int32(bitPattern: index)
+        self.macAddress = MACAddress(octets: octets)
+        self.mtu = Int(interfaceMTU)
+        self.maximumTransmitFrame = min(
+            transmitSlotSize - Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH),
+            Int(interfaceMTU) + 14
+        )
+        self.fileDescriptor = fd
+        self.configuration = configuration
+        self.ring = pointer
+        self.ringBytes = ringBytes
+        self.receiveRing = pointer
+        self.receiveBlockSize = receiveBlockSize
+        self.receiveBlockCount = configuration.receiveBlockCount
+        // Safe: the mapping is `receiveBytes + transmitBytes` long.
+        self.transmitRing = pointer + receiveBytes
+        self.transmitSlotSize = transmitSlotSize
+        self.transmitSlotCount = transmitSlotCount
+    }
+
+    deinit {
+        munmap(ring, ringBytes)
+        close(fileDescriptor)
+    }
+
+    // MARK: Receive
+
+    public func receive(into batch: PacketBatch, pool: PacketPool) -> Int {
+        if kickPending { kick() }
+        let room = batch.capacity &- batch.count
+        guard room > 0 else { return 0 }
+        // The cursor lives in locals for the loop and is stored once at the end.
+        var block = receiveBlock
+        var framesLeft = receiveFramesLeft
+        var frameOffset = receiveFrameOffset
+        var appended = 0
+        var dropped: UInt64 = 0
+        // Safe: `batch.count + room == batch.capacity`, so `output[0..<room]` is in the storage.
+        let output = batch.buffer + batch.count
+        let blockSize = receiveBlockSize
+        let inputPort = portIndex
+        // A frame header and its sockaddr_ll must fit before the block's end.
+        let lastHeaderOffset = blockSize &- Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) &- MemoryLayout<sockaddr_ll>.size
+
+        while appended < room {
+            // Safe: `block < receiveBlockCount`, so the block lies inside the RX ring.
+            let blockStart = receiveRing + block &* blockSize
+            if framesLeft == 0 {
+                guard cbutterfly_tpacket_block_status(blockStart) & UInt32(TP_STATUS_USER) != 0 else { break }
+                // Safe: the block is ours (TP_STATUS_USER, acquired), its descriptor at offset 0.
+                let descriptor = blockStart.load(as: tpacket_block_desc.self).hdr.bh1
+                framesLeft = Int(descriptor.num_pkts)
+                frameOffset = Int(descriptor.offset_to_first_pkt)
+                if framesLeft == 0 {
+                    cbutterfly_tpacket_block_release(blockStart)
+                    block = block &+ 1 == receiveBlockCount ? 0 : block &+ 1
+                    continue
+                }
+            }
+            // The kernel keeps every frame of a block inside the block; checking it costs two
+            // compares and keeps a corrupt descriptor from walking us out of the mapping.
+            guard frameOffset >= 0 && frameOffset <= lastHeaderOffset else {
+                dropped &+= UInt64(framesLeft)
+                framesLeft = 0
+                cbutterfly_tpacket_block_release(blockStart)
+                block = block &+ 1 == receiveBlockCount ? 0 : block &+ 1
+                continue
+            }
+            // Safe: `frameOffset <= lastHeaderOffset`, so header and sockaddr_ll are in the block.
+            let frame = blockStart + frameOffset
+            let header = frame.load(as: tpacket3_hdr.self)
+            let packetType = frame.load(
+                fromByteOffset: Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) &+ Int(CBUTTERFLY_SLL_PKTTYPE_OFFSET),
+                as: UInt8.self
+            )
+            let length = Int(header.tp_snaplen)
+            let dataOffset = Int(header.tp_mac)
+            if packetType != UInt8(PACKET_OUTGOING) {
+                if length > PacketPool.maximumFrame || header.tp_len != header.tp_snaplen
+                    || frameOffset &+ dataOffset &+ length > blockSize
+                {
+                    dropped &+= 1
+                } else if var packet = pool.allocate() {
+                    // Safe: the frame lies in the block (checked above) and the buffer holds
+                    // `maximumFrame` bytes after the headroom.
+                    pool.data(packet).copyMemory(from: frame + dataOffset, byteCount: length)
+                    packet.length = UInt16(truncatingIfNeeded: length)
+                    packet.port = inputPort
+                    output[appended] = packet
+                    appended &+= 1
+                } else {
+                    dropped &+= 1
+                }
+            }
+            framesLeft &-= 1
+            if framesLeft == 0 {
+                cbutterfly_tpacket_block_release(blockStart)
+                block = block &+ 1 == receiveBlockCount ? 0 : block &+ 1
+            } else {
+                frameOffset &+= Int(header.tp_next_offset)
+            }
+        }
+
+        receiveBlock = block
+        receiveFramesLeft = framesLeft
+        receiveFrameOffset = frameOffset
+        if dropped != 0 { portDrops.receiveDropped &+= dropped }
+        if appended != 0 { batch.setCount(batch.count &+ appended) }
+        return appended
+    }
+
+    // MARK: Transmit
+
+    public func transmit(_ batch: PacketBatch, pool: PacketPool) -> Int {
+        var slot = transmitSlot
+        var queued = 0  // submitted since the last kick
+        var sent = 0
+        var dropped: UInt64 = 0
+        var kickedForRoom = false
+        let maximum = maximumTransmitFrame
+        let minimum = Self.ethernetHeaderLength
+        let inFlight = Self.slotInFlight
+        let headerLength = Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH)
+
+        for index in 0..<batch.count {
+            let packet = batch.buffer[index]
+            let length = Int(packet.length)
+            guard length >= minimum && length <= maximum else {
+                dropped &+= 1
+                continue
+            }
+            // Safe: `slot < transmitSlotCount`, so the slot lies inside the TX ring.
+            let slotStart = transmitRing + slot &* transmitSlotSize
+            var status = cbutterfly_tpacket_slot_status(slotStart)
+            if status & inFlight != 0 && queued != 0 && !kickedForRoom {
+                // Ring full: send what is queued (with the qdisc bypassed, the driver often
+                // completes at once), then look again; once per batch.
+                kick()
+                queued = 0
+                kickedForRoom = true
+                status = cbutterfly_tpacket_slot_status(slotStart)
+            }
+            guard status & inFlight == 0 else {
+                dropped &+= 1
+                continue
+            }
+            // Safe: `length <= maximumTransmitFrame <= transmitSlotSize - headerLength`.
+            (slotStart + headerLength).copyMemory(from: pool.data(packet), byteCount: length)
+            cbutterfly_tpacket_slot_submit(slotStart, UInt32(truncatingIfNeeded: length))
+            slot = slot &+ 1 == transmitSlotCount ? 0 : slot &+ 1
+            queued &+= 1
+            sent &+= 1
+        }
+        transmitSlot = slot
+        if queued != 0 || kickPending { kick() }
+        if dropped != 0 { portDrops.transmitDropped &+= dropped }
+        batch.releaseAll(to: pool)
+        return sent
+    }
+
+    /// Asks the kernel to send every slot in SEND_REQUEST. A kick that cannot go through now
+    /// leaves the slots queued, and the next `receive` or `transmit` kicks again.
+    private func kick() {
+        switch Syscall.kick(fileDescriptor) {
+        case .sent: kickPending = false
+        case .wouldBlock, .failed: kickPending = true
+        }
+    }
+
+    // MARK: Statistics
+
+    /// The kernel's receive counters, accumulated since the port opened. A syscall: call it
+    /// from statistics reporting, not per batch.
+    public func kernelStatistics() -> KernelStatistics {
+        var statistics = tpacket_stats_v3()
+        var length = socklen_t(MemoryLayout<tpacket_stats_v3>.size)
+        if getsockopt(fileDescriptor, SOL_PACKET, PACKET_STATISTICS, &statistics, &length) == 0 {
+            kernelTotals.packets &+= UInt64(statistics.tp_packets)
+            kernelTotals.drops &+= UInt64(statistics.tp_drops)
+            kernelTotals.freezes &+= UInt64(statistics.tp_freeze_q_cnt)
+        }
+        return kernelTotals
+    }
+
+    // MARK: Constants and syscalls
+
+    private static let ethernetHeaderLength = 14
+    /// TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING: the slot is the kernel's. Other bits
+    /// (timestamp source, WRONG_FORMAT under PACKET_LOSS) leave it free.
+    private static let slotInFlight = UInt32(TP_STATUS_SEND_REQUEST) | UInt32(TP_STATUS_SENDING)
+
+    private static func hint(for code: Int32) -> String? {
+        switch code {
+        case ENODEV, ENXIO: return "no such interface in this network namespace (see `ip link`)"
+        case EPERM, EACCES: return "opening a packet socket needs CAP_NET_RAW (run butterflyd as root)"
+        case ENOMEM: return "the kernel could not allocate the ring; use fewer or smaller blocks"
+        case EINVAL: return "the interface must be an Ethernet interface with a name shorter than 16 bytes"
+        default: return nil
+        }
+    }
+
+    /// The port's syscalls: EINTR retried, "would block" returned as a value, programmer
+    /// errors (EBADF, EFAULT) trapped. `@inline(never)` keeps errno from being disturbed
+    /// between the call and its read.
+    private enum Syscall {
+        enum KickResult { case sent, wouldBlock, failed(Int32) }
+
+        /// 0 or the errno of `setsockopt`.
+        @inline(never)
+        static func setOption<Value>(_ fd: Int32, _ level: Int32, _ option: Int32, _ value: Value) -> Int32 {
+            var value = value
+            let result = withUnsafePointer(to: &value) {
+                setsockopt(fd, level, option, $0, socklen_t(MemoryLayout<Value>.size))
+            }
+            return result == 0 ? 0 : errno
+        }
+
+        /// `sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0)`: send the slots in SEND_REQUEST.
+        @inline(never)
+        static func kick(_ fd: Int32) -> KickResult {
+            while true {
+                if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return .sent }
+                let code = errno
+                switch code {
+                case EINTR: continue
+                case EAGAIN, ENOBUFS: return .wouldBlock
+                case EBADF, EFAULT, ENOTSOCK: preconditionFailure("packet socket kick: errno \(code)")
+                default: return .failed(code)  // ENETDOWN, ENXIO: the link is gone for now
+                }
+            }
+        }
+    }
+}

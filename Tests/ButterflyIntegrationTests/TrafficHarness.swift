@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+/// Network namespaces created by one test, named with a per-run prefix so parallel or leftover
+/// runs never collide, and all deleted when the value is released. Traffic stays inside them:
+/// they get documentation-range addresses and no route to the outside.
+final class Namespaces {
+    let prefix: String
+    private(set) var names: [String] = []
+    nonisolated(unsafe) private static var counter = 0
+
+    init() {
+        Self.counter += 1
+        prefix = "bt\(getpid() % 100_000)\(Self.counter)"
+    }
+
+    deinit {
+        for name in names { _ = try? run("/usr/sbin/ip", ["netns", "del", name]) }
+    }
+
+    /// Creates namespace `<prefix><suffix>` with its loopback up.
+    @discardableResult
+    func add(_ suffix: String) throws -> String {
+        let name = prefix + suffix
+        try sh("ip netns add \(name)")
+        names.append(name)
+        try sh("ip -n \(name) link set lo up")
+        return name
+    }
+
+    /// Moves the daemon's tap `tap` into namespace `name`, brings it up and gives it addresses
+    /// (IPv6 without duplicate address detection, so it is usable at once).
+    func attach(tap: String, to name: String, ipv4: String?, ipv6: String? = nil) throws {
+        try sh("ip link set \(tap) netns \(name)")
+        try sh("ip -n \(name) link set \(tap) up")
+        if let ipv4 { try sh("ip -n \(name) addr add \(ipv4) dev \(tap)") }
+        if let ipv6 { try sh("ip -n \(name) addr add \(ipv6) dev \(tap) nodad") }
+    }
+
+    /// Runs a command inside a namespace.
+    func exec(_ name: String, _ command: String, timeout: TimeInterval = 30) throws -> ProcessResult {
+        try runProcess("/usr/sbin/ip", ["netns", "exec", name, "sh", "-c", command], timeout: timeout)
+    }
+
+    /// True when `count` pings from `name` to `address` all get answers.
+    func pings(from name: String, to address: String, count: Int = 3) throws -> Bool {
+        let family = address.contains(":") ? "-6" : "-4"
+        let result = try exec(name, "ping \(family) -c \(count) -i 0.2 -W 1 \(address)")
+        return result.status == 0 && result.stdout.contains(" 0% packet loss")
+    }
+
+    /// True when no ping from `name` to `address` is answered.
+    func isolated(from name: String, to address: String) throws -> Bool {
+        let family = address.contains(":") ? "-6" : "-4"
+        let result = try exec(name, "ping \(family) -c 2 -i 0.2 -W 1 \(address)")
+        return result.status != 0 && result.stdout.contains(" 0 received")
+    }
+}
+
+/// Runs a shell command on the host; fails the test with its output when it fails.
+@discardableResult
+func sh(_ command: String) throws -> ProcessResult {
+    let result = try runProcess("/bin/sh", ["-c", command])
+    guard result.status == 0 else { throw HarnessError("\(command) failed: \(result)") }
+    return result
+}
+
+func run(_ path: String, _ arguments: [String]) throws -> ProcessResult {
+    try runProcess(path, arguments)
+}
+
+/// Parses `butterfly nic stats` output into (in, out).
+func stats(_ daemon: Daemon, _ nic: String) throws -> (in: UInt64, out: UInt64) {
+    let lines = try daemon.cli("nic stats \(nic)").stdout.split(separator: "\n")
+    let values = lines.compactMap { $0.split(separator: " ").last.flatMap { UInt64($0) } }
+    return values.count == 2 ? (values[0], values[1]) : (0, 0)
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Testing
+
+/// Hosts as network namespaces, each running its own butterflyd on an underlay veth it owns,
+/// VMs as namespaces holding the daemons' taps: VXLAN across hosts, VNI isolation, IPv6
+/// underlay, routed underlay with head-end replication, and the wire format seen by tcpdump.
+@Suite(.serialized)
+struct VXLANTests {
+    let namespaces = Namespaces()
+
+    /// A host namespace with a daemon whose underlay is `interface` at `vtep`.
+    struct Host {
+        let name: String
+        let daemon: Daemon
+    }
+
+    func host(_ suffix: String, interface: String, vtep: String, extra: [String] = []) throws -> Host {
+        let name = namespaces.prefix + suffix
+        let daemon = try Daemon(
+            extraArguments: ["-i", vtep, "--underlay-if", interface] + extra,
+            namespace: name
+        )
+        return Host(name: name, daemon: daemon)
+    }
+
+    /// A VM: a TAP NIC on `host`, moved into its own namespace.
+    @discardableResult
+    func vm(_ suffix: String, on host: Host, mac: String, vni: Int, ipv4: String, ipv6: String? = nil) throws -> String
+    {
+        let name = namespaces.prefix + suffix
+        let add = try host.daemon.cli("nic add --id \(name) --mac \(mac) --vni \(vni) --type TAP")
+        try #require(add.status == 0, "\(add)")
+        try namespaces.add(suffix)
+        try sh("ip -n \(host.name) link set \(name) netns \(name)")
+        try sh("ip -n \(name) link set \(name) up")
+        try sh("ip -n \(name) addr add \(ipv4) dev \(name)")
+        if let ipv6 { try sh("ip -n \(name) addr add \(ipv6) dev \(name) nodad") }
+        return name
+    }
+
+    /// Two hosts joined by a veth pair `<prefix>ua` ↔ `<prefix>ub`.
+    func twoHosts(vtepA: String, vtepB: String, extra: [String] = []) throws -> (Host, Host) {
+        let a = try namespaces.add("ha")
+        let b = try namespaces.add("hb")
+        let ua = namespaces.prefix + "ua"
+        let ub = namespaces.prefix + "ub"
+        try sh("ip link add \(ua) netns \(a) type veth peer name \(ub) netns \(b)")
+        try sh("ip -n \(a) link set \(ua) up")
+        try sh("ip -n \(b) link set \(ub) up")
+        return (
+            try host("ha", interface: ua, vtep: vtepA, extra: extra),
+            try host("hb", interface: ub, vtep: vtepB, extra: extra)
+        )
+    }
+
+    @Test func twoHostsOneVNIPingTCPUDPBothWays() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let vm1 = try vm(
+            "v1",
+            on: hostA,
+            mac: "52:54:00:10:00:01",
+            vni: 100,
+            ipv4: "203.0.113.1/24",
+            ipv6: "2001:db8:100::1/64"
+        )
+        let vm2 = try vm(
+            "v2",
+            on: hostB,
+            mac: "52:54:00:10:00:02",
+            vni: 100,
+            ipv4: "203.0.113.2/24",
+            ipv6: "2001:db8:100::2/64"
+        )
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2", count: 5))
+        #expect(try namespaces.pings(from: vm2, to: "203.0.113.1"))
+        #expect(try namespaces.pings(from: vm1, to: "2001:db8:100::2"))
+        #expect(try namespaces.pings(from: vm2, to: "2001:db8:100::1"))
+
+        let tcp = try ChildProcess(
+            "/usr/sbin/ip",
+            ["netns", "exec", vm2, "socat", "-T", "5", "TCP-LISTEN:7100,reuseaddr", "EXEC:/bin/cat"]
+        )
+        defer {
+            kill(tcp.pid, SIGTERM)
+            tcp.wait(timeout: 5)
+        }
+        usleep(300_000)
+        let echo = try namespaces.exec(
+            vm1,
+            "head -c 200000 /dev/zero | tr '\\\\0' x | socat -T 5 - TCP:203.0.113.2:7100 | wc -c"
+        )
+        #expect(echo.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "200000", "\(echo)")
+        let udp = try ChildProcess(
+            "/usr/sbin/ip",
+            ["netns", "exec", vm1, "socat", "-T", "5", "UDP-RECVFROM:7101", "EXEC:/bin/cat"]
+        )
+        defer {
+            kill(udp.pid, SIGTERM)
+            udp.wait(timeout: 5)
+        }
+        usleep(300_000)
+        let reply = try namespaces.exec(vm2, "echo butterfly-udp | socat -T 3 - UDP:203.0.113.1:7101")
+        #expect(reply.stdout == "butterfly-udp\n", "\(reply)")
+    }
+
+    @Test func fourVMsTwoVNIsOnlySameVNIReach() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let red1 = try vm("r1", on: hostA, mac: "52:54:00:20:00:01", vni: 200, ipv4: "203.0.113.1/24")
+        let blue1 = try vm("b1", on: hostA, mac: "52:54:00:20:00:02", vni: 201, ipv4: "203.0.113.2/24")
+        let red2 = try vm("r2", on: hostB, mac: "52:54:00:20:00:03", vni: 200, ipv4: "203.0.113.3/24")
+        let blue2 = try vm("b2", on: hostB, mac: "52:54:00:20:00:04", vni: 201, ipv4: "203.0.113.4/24")
+        #expect(try namespaces.pings(from: red1, to: "203.0.113.3"))
+        #expect(try namespaces.pings(from: blue2, to: "203.0.113.2"))
+        #expect(try namespaces.isolated(from: red1, to: "203.0.113.4"))
+        #expect(try namespaces.isolated(from: red2, to: "203.0.113.2"))
+        #expect(try namespaces.isolated(from: blue1, to: "203.0.113.1"))
+        // Broadcasts: an ARP request from red1 reaches red2 only.
+        let arp = try namespaces.exec(red1, "arping -c 2 -w 3 -I \(red1) 203.0.113.4 || true")
+        #expect(!arp.stdout.contains("Unicast reply"), "\(arp)")
+        _ = blue1
+    }
+
+    @Test func ipv6Underlay() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "2001:db8:ff::1/64", vtepB: "2001:db8:ff::2/64")
+        let vm1 = try vm("v1", on: hostA, mac: "52:54:00:30:00:01", vni: 300, ipv4: "203.0.113.1/24")
+        let vm2 = try vm("v2", on: hostB, mac: "52:54:00:30:00:02", vni: 300, ipv4: "203.0.113.2/24")
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2", count: 5))
+        #expect(try namespaces.pings(from: vm2, to: "203.0.113.1"))
+    }
+
+    @Test func wireFormatIsVXLAN() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let vm1 = try vm("v1", on: hostA, mac: "52:54:00:40:00:01", vni: 4242, ipv4: "203.0.113.1/24")
+        _ = try vm("v2", on: hostB, mac: "52:54:00:40:00:02", vni: 4242, ipv4: "203.0.113.2/24")
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
+        let capture = try ChildProcess(
+            "/usr/sbin/ip",
+            ["netns", "exec", hostB.name, "tcpdump", "-n", "-c", "4", "-i", namespaces.prefix + "ub", "udp port 4789"]
+        )
+        usleep(800_000)
+        _ = try namespaces.exec(vm1, "ping -c 4 -i 0.2 -W 1 203.0.113.2")
+        #expect(capture.wait(timeout: 10) == 0)
+        let text = capture.stdout
+        #expect(text.contains("198.51.100.1."), "\(text)")
+        #expect(text.contains("> 198.51.100.2.4789: VXLAN"), "\(text)")
+        #expect(text.contains("vni 4242"), "\(text)")
+        #expect(text.contains("203.0.113.1 > 203.0.113.2: ICMP echo request"), "\(text)")
+    }
+
+    @Test func threeHostsOnOneSegmentAnyToAny() throws {
+        let bridge = try namespaces.add("sw")
+        try sh("ip -n \(bridge) link add br0 type bridge")
+        try sh("ip -n \(bridge) link set br0 type bridge mcast_snooping 0")
+        try sh("ip -n \(bridge) link set br0 up")
+        var hosts: [Host] = []
+        var vms: [String] = []
+        for index in 1...3 {
+            let name = try namespaces.add("h\(index)")
+            let inside = namespaces.prefix + "u\(index)"
+            let outside = namespaces.prefix + "s\(index)"
+            try sh("ip link add \(inside) netns \(name) type veth peer name \(outside) netns \(bridge)")
+            try sh("ip -n \(bridge) link set \(outside) master br0 up")
+            try sh("ip -n \(name) link set \(inside) up")
+            let host = try self.host("h\(index)", interface: inside, vtep: "198.51.100.\(index)/24")
+            hosts.append(host)
+            vms.append(
+                try vm("v\(index)", on: host, mac: "52:54:00:50:00:0\(index)", vni: 500, ipv4: "203.0.113.\(index)/24")
+            )
+        }
+        for from in 0..<3 {
+            for to in 0..<3 where to != from {
+                #expect(
+                    try namespaces.pings(from: vms[from], to: "203.0.113.\(to + 1)", count: 2),
+                    "vm\(from + 1) → vm\(to + 1)"
+                )
+            }
+        }
+    }
+
+    @Test func routedUnderlayWithHeadEndReplication() throws {
+        let router = try namespaces.add("rt")
+        try sh("ip netns exec \(router) sysctl -q -w net.ipv4.ip_forward=1")
+        var hosts: [Host] = []
+        let subnets = [
+            ("198.51.100.1", "198.51.100.126", "198.51.100.3"), ("198.51.100.129", "198.51.100.254", "198.51.100.130"),
+        ]
+        for (index, subnet) in subnets.enumerated() {
+            let name = try namespaces.add("h\(index)")
+            let inside = namespaces.prefix + "u\(index)"
+            let outside = namespaces.prefix + "r\(index)"
+            try sh("ip link add \(inside) netns \(name) type veth peer name \(outside) netns \(router)")
+            try sh("ip -n \(router) addr add \(subnet.1)/25 dev \(outside)")
+            try sh("ip -n \(router) link set \(outside) up")
+            try sh("ip -n \(name) link set \(inside) up")
+            _ = subnet.2
+            hosts.append(
+                try self.host(
+                    "h\(index)",
+                    interface: inside,
+                    vtep: "\(subnet.0)/25",
+                    extra: ["--underlay-gw", subnet.1, "--vtep-peer", subnets[1 - index].0]
+                )
+            )
+        }
+        let vm1 = try vm("v1", on: hosts[0], mac: "52:54:00:60:00:01", vni: 600, ipv4: "203.0.113.1/24")
+        let vm2 = try vm("v2", on: hosts[1], mac: "52:54:00:60:00:02", vni: 600, ipv4: "203.0.113.2/24")
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2", count: 5))
+        #expect(try namespaces.pings(from: vm2, to: "203.0.113.1"))
+    }
+}

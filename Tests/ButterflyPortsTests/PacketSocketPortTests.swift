@@ -1,0 +1,532 @@
+import ButterflyDataplane
+import ButterflyPacket
+import ButterflyPorts
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Real traffic through a real AF_PACKET ring: each test builds a veth pair whose one end (the
+/// port's) stays in this namespace with no address, IPv6 and forwarding off, and whose other
+/// end lives in a network namespace the test creates (198.51.100.2/24, IPv6 off, so nothing
+/// but the test's own traffic crosses the link). The namespace's neighbour entry for
+/// 198.51.100.1 is the documentation MAC 00:00:5e:00:53:01, which is not the port's: its
+/// frames reach the port only because the port is promiscuous, and this namespace's stack
+/// drops them as PACKET_OTHERHOST, so none of them can leave the test's namespaces.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root: network namespaces and packet sockets"))
+struct PacketSocketPortTests {
+    @Test func receivesFramesSentInTheNamespaceAcrossCalls() throws {
+        let lab = try VethLab(tag: "r")
+        defer { lab.remove() }
+        let port = try PacketSocketPort(interface: lab.outside)
+        #expect(port.name == lab.outside)
+        #expect(port.interfaceIndex == Int32(if_nametoindex(lab.outside)))
+        #expect(port.macAddress == lab.outsideMAC)
+        #expect(port.mtu == 1500)
+        #expect(port.maximumTransmitFrame == 1514)
+
+        // One frame every 50 ms, read only after the last: each sits in a block of its own
+        // (the retire timeout is 1 ms), and none is lost while the worker is away.
+        let count = 12
+        lab.ping(count: count)
+        #expect(waitReadable(port.fileDescriptor, milliseconds: 2000), "the socket polls readable")
+
+        let pool = PacketPool(capacity: 64)
+        // A batch of two makes calls stop inside a block and the next one continue there.
+        let frames = collect(from: port, pool: pool, batchCapacity: 2, expecting: count) { isEchoRequest($0) }
+        #expect(frames.count == count)
+        for (index, frame) in frames.enumerated() {
+            #expect(frame.count == 98)  // 14 + 20 + 8 + 56
+            #expect(loadMAC(frame, at: 0) == documentationMAC)
+            #expect(loadMAC(frame, at: 6) == lab.insideMAC.value)
+            #expect(Array(frame[26..<30]) == [198, 51, 100, 2])
+            #expect(Array(frame[30..<34]) == [198, 51, 100, 1])
+            #expect(UInt16(frame[40]) << 8 | UInt16(frame[41]) == UInt16(index + 1), "ICMP sequence, in order")
+        }
+        #expect(port.portDrops == PortDropCounters())
+        #expect(pool.available == 64, "collect released every buffer")
+        #expect(port.kernelStatistics().drops == 0)
+    }
+
+    @Test func transmittedFramesArriveAndAreAnswered() throws {
+        let lab = try VethLab(tag: "t")
+        defer { lab.remove() }
+        let port = try PacketSocketPort(interface: lab.outside)
+        let pool = PacketPool(capacity: 128)
+        let batch = PacketBatch(capacity: 64)
+        let before = try lab.insideCounter("rx_packets")
+
+        let count = 20
+        for sequence in 1...count {
+            var packet = pool.allocate()!
+            packet.length = UInt16(writeEchoRequest(pool.data(packet), to: lab.insideMAC.value, sequence: sequence))
+            batch.append(packet)
+        }
+        #expect(port.transmit(batch, pool: pool) == count)
+        #expect(batch.isEmpty && pool.available == 128, "transmit releases every packet")
+
+        // The namespace's IPv4 stack answers each request, so each one arrived intact
+        // (Ethernet, IPv4 header checksum, ICMP checksum).
+        let replies = collect(from: port, pool: pool, batchCapacity: 64, expecting: count) { isEchoReply($0) }
+        #expect(replies.count == count)
+        #expect(replies.map { Int(UInt16($0[40]) << 8 | UInt16($0[41])) } == Array(1...count))
+        #expect(replies.allSatisfy { loadMAC($0, at: 0) == documentationMAC })
+        let after = try lab.insideCounter("rx_packets")
+        #expect(after - before == UInt64(count))
+        #expect(port.portDrops == PortDropCounters())
+    }
+
+    @Test func receiveRingWrapsAroundManyTimes() throws {
+        let lab = try VethLab(tag: "w")
+        defer { lab.remove() }
+        // Eight one-page blocks, about 20 replies each: 2,560 replies wrap the ring over a
+        // dozen times, and batches of 48 end in the middle of blocks.
+        var configuration = PacketSocketPort.Configuration()
+        configuration.receiveBlockSize = 4096
+        configuration.receiveBlockCount = 8
+        let port = try PacketSocketPort(interface: lab.outside, configuration: configuration)
+        let pool = PacketPool(capacity: 256)
+        let batch = PacketBatch(capacity: 64)
+        let rounds = 40
+        var sequences: [Int] = []
+        for round in 0..<rounds {
+            for index in 1...64 {
+                var packet = pool.allocate()!
+                let sequence = round * 64 + index
+                packet.length = UInt16(writeEchoRequest(pool.data(packet), to: lab.insideMAC.value, sequence: sequence))
+                batch.append(packet)
+            }
+            #expect(port.transmit(batch, pool: pool) == 64)
+            let replies = collect(from: port, pool: pool, batchCapacity: 48, expecting: 64) { isEchoReply($0) }
+            sequences += replies.map { Int(UInt16($0[40]) << 8 | UInt16($0[41])) }
+        }
+        #expect(sequences == Array(1...rounds * 64))
+        #expect(port.kernelStatistics().drops == 0)
+        #expect(port.portDrops == PortDropCounters())
+        #expect(pool.available == 256)
+    }
+
+    @Test func tenThousandFramesInBatchesOf256AreDeliveredOrCounted() throws {
+        let lab = try VethLab(tag: "b")
+        defer { lab.remove() }
+        let port = try PacketSocketPort(interface: lab.outside)
+        let pool = PacketPool(capacity: 512)
+        let batch = PacketBatch(capacity: 256)
+        let before = try lab.insideCounter("rx_packets")
+
+        let total = 10_000
+        var sent = 0
+        var queued = 0
+        let start = monotonicNanoseconds()
+        while queued < total {
+            while !batch.isFull && queued < total {
+                var packet = pool.allocate()!
+                let data = pool.data(packet)
+                data.storeMAC(lab.insideMAC.value, at: 0)
+                data.storeMAC(documentationMAC, at: 6)
+                data.storeBigEndian16(0x88B5, at: 12)  // IEEE 802 local experimental EtherType
+                data.storeBigEndian32(UInt32(queued), at: 14)
+                for offset in 18..<60 { data.storeByte(0, at: offset) }
+                packet.length = 60
+                batch.append(packet)
+                queued += 1
+            }
+            sent += port.transmit(batch, pool: pool)
+        }
+        let elapsed = monotonicNanoseconds() - start
+        #expect(pool.available == 512)
+        let dropped = Int(port.portDrops.transmitDropped)
+        #expect(sent + dropped == total)
+
+        var delivered: UInt64 = 0
+        let deadline = monotonicMilliseconds() + 3000
+        repeat {
+            delivered = try lab.insideCounter("rx_packets") - before
+            if delivered + UInt64(dropped) >= UInt64(total) { break }
+            usleep(20_000)
+        } while monotonicMilliseconds() < deadline
+        print(
+            "PacketSocketPort bulk: \(total) frames, \(sent) queued, \(dropped) dropped by the port, "
+                + "\(delivered) received by the peer; \(elapsed / 1000) µs to build and send "
+                + "(\(total * 1000 / max(elapsed, 1)) Mframes/s)"
+        )
+        #expect(delivered + UInt64(dropped) == UInt64(total), "no silent loss")
+        #expect(try lab.outsideCounter("tx_dropped") == 0)
+    }
+
+    @Test func oversizeReceivedFramesAndEmptyPoolAreCountedDrops() throws {
+        let lab = try VethLab(tag: "o", mtu: 9000)
+        defer { lab.remove() }
+        let port = try PacketSocketPort(interface: lab.outside)
+        #expect(port.mtu == 9000)
+        #expect(port.maximumTransmitFrame == 2000, "bounded by the 2048-byte slot")
+        let pool = PacketPool(capacity: 8)
+
+        lab.ping(count: 2, size: 3000)  // 3042-byte frames: more than PacketPool.maximumFrame
+        lab.ping(count: 2)
+        let small = collect(from: port, pool: pool, batchCapacity: 8, expecting: 2) { isEchoRequest($0) }
+        #expect(small.count == 2)
+        #expect(port.portDrops.receiveDropped == 2)
+
+        // With every buffer taken, frames are dropped and counted, and the ring moves on.
+        var held: [Packet] = []
+        while let packet = pool.allocate() { held.append(packet) }
+        let batch = PacketBatch(capacity: 8)
+        lab.ping(count: 3)
+        #expect(waitReadable(port.fileDescriptor, milliseconds: 2000))
+        var received = 0
+        let deadline = monotonicMilliseconds() + 2000
+        while port.portDrops.receiveDropped < 5 && monotonicMilliseconds() < deadline {
+            received += port.receive(into: batch, pool: pool)
+            usleep(10_000)
+        }
+        #expect(received == 0)
+        #expect(port.portDrops.receiveDropped == 5)
+        for packet in held { pool.release(packet) }
+
+        lab.ping(count: 1)
+        let after = collect(from: port, pool: pool, batchCapacity: 8, expecting: 1) { isEchoRequest($0) }
+        #expect(after.count == 1)
+        #expect(port.portDrops.transmitDropped == 0)
+    }
+
+    @Test func framesLongerThanTheMTUOrShorterThanAHeaderAreNotSent() throws {
+        let lab = try VethLab(tag: "m", mtu: 1000)
+        defer { lab.remove() }
+        let port = try PacketSocketPort(interface: lab.outside)
+        #expect(port.mtu == 1000)
+        #expect(port.maximumTransmitFrame == 1014)
+        let pool = PacketPool(capacity: 8)
+        let batch = PacketBatch(capacity: 8)
+        let before = try lab.insideCounter("rx_packets")
+
+        for length in [1014, 1015, 10, 60, 1800] {
+            var packet = pool.allocate()!
+            let data = pool.data(packet)
+            data.storeMAC(lab.insideMAC.value, at: 0)
+            data.storeMAC(documentationMAC, at: 6)
+            data.storeBigEndian16(0x88B5, at: 12)
+            packet.length = UInt16(length)
+            batch.append(packet)
+        }
+        #expect(port.transmit(batch, pool: pool) == 2)
+        #expect(port.portDrops.transmitDropped == 3)
+        #expect(pool.available == 8)
+
+        var delivered: UInt64 = 0
+        let deadline = monotonicMilliseconds() + 2000
+        repeat {
+            delivered = try lab.insideCounter("rx_packets") - before
+            if delivered >= 2 { break }
+            usleep(10_000)
+        } while monotonicMilliseconds() < deadline
+        #expect(delivered == 2)
+    }
+
+    @Test func openingAMissingInterfaceThrowsAClearError() {
+        let missing = "btnone\(getpid())"
+        #expect {
+            _ = try PacketSocketPort(interface: missing)
+        } throws: { error in
+            guard let error = error as? PortError else { return false }
+            return error.errno == ENODEV && error.subject.contains(missing)
+                && error.description.contains("no such interface")
+        }
+        #expect {
+            _ = try PacketSocketPort(interface: "a-name-longer-than-ifnamsiz")
+        } throws: { error in
+            (error as? PortError)?.errno == EINVAL
+        }
+    }
+}
+
+// MARK: - Frames
+
+/// 00:00:5e:00:53:01, from the range RFC 7042 §2.1.2 reserves for documentation: the address
+/// the namespace believes 198.51.100.1 has.
+private let documentationMAC: UInt64 = 0x0000_5E00_5301
+
+private func loadMAC(_ frame: [UInt8], at offset: Int) -> UInt64 {
+    frame[offset..<offset + 6].reduce(0) { $0 << 8 | UInt64($1) }
+}
+
+/// An ICMP echo request 198.51.100.2 → 198.51.100.1 as the namespace's `ping` sends it.
+private func isEchoRequest(_ frame: [UInt8]) -> Bool {
+    frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 1 && frame[34] == 8
+}
+
+/// The namespace's answer to `writeEchoRequest` (identifier 0x4254).
+private func isEchoReply(_ frame: [UInt8]) -> Bool {
+    frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 1 && frame[34] == 0
+        && frame[38] == 0x42 && frame[39] == 0x54
+}
+
+/// Writes a 98-byte ICMP echo request (RFC 792) from 198.51.100.1 (`documentationMAC`) to
+/// 198.51.100.2, identifier 0x4254, with valid IPv4 and ICMP checksums; returns its length.
+private func writeEchoRequest(_ frame: UnsafeMutableRawPointer, to destination: UInt64, sequence: Int) -> Int {
+    let payload = 56
+    frame.storeMAC(destination, at: 0)
+    frame.storeMAC(documentationMAC, at: 6)
+    frame.storeBigEndian16(0x0800, at: 12)
+    let ip = frame + 14
+    ip.storeByte(0x45, at: 0)
+    ip.storeByte(0, at: 1)
+    ip.storeBigEndian16(UInt16(20 + 8 + payload), at: 2)
+    ip.storeBigEndian16(UInt16(sequence), at: 4)
+    ip.storeBigEndian16(0x4000, at: 6)  // don't fragment
+    ip.storeByte(64, at: 8)
+    ip.storeByte(1, at: 9)  // ICMP
+    ip.storeBigEndian16(0, at: 10)
+    ip.storeBigEndian32(0xC633_6401, at: 12)  // 198.51.100.1
+    ip.storeBigEndian32(0xC633_6402, at: 16)  // 198.51.100.2
+    ip.storeBigEndian16(InternetChecksum.compute(ip, length: 20), at: 10)
+    let icmp = ip + 20
+    icmp.storeByte(8, at: 0)
+    icmp.storeByte(0, at: 1)
+    icmp.storeBigEndian16(0, at: 2)
+    icmp.storeBigEndian16(0x4254, at: 4)
+    icmp.storeBigEndian16(UInt16(sequence), at: 6)
+    for offset in 0..<payload { icmp.storeByte(UInt8(truncatingIfNeeded: offset), at: 8 + offset) }
+    icmp.storeBigEndian16(InternetChecksum.compute(icmp, length: 8 + payload), at: 2)
+    return 14 + 20 + 8 + payload
+}
+
+/// Receives until `expecting` frames matching `filter` arrived (or 3 s passed), copying each
+/// out and releasing its buffer; other frames are released and ignored.
+private func collect(
+    from port: PacketSocketPort,
+    pool: PacketPool,
+    batchCapacity: Int,
+    expecting: Int,
+    filter: ([UInt8]) -> Bool
+) -> [[UInt8]] {
+    let batch = PacketBatch(capacity: batchCapacity)
+    var frames: [[UInt8]] = []
+    let deadline = monotonicMilliseconds() + 3000
+    while frames.count < expecting && monotonicMilliseconds() < deadline {
+        if port.receive(into: batch, pool: pool) == 0 {
+            _ = waitReadable(port.fileDescriptor, milliseconds: 50)
+            continue
+        }
+        for index in 0..<batch.count {
+            let packet = batch[index]
+            let bytes = UnsafeRawBufferPointer(start: pool.data(packet), count: Int(packet.length))
+            let frame = Array(bytes)
+            if filter(frame) { frames.append(frame) }
+        }
+        batch.releaseAll(to: pool)
+    }
+    return frames
+}
+
+private func waitReadable(_ fd: Int32, milliseconds: Int32) -> Bool {
+    var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    return poll(&descriptor, 1, milliseconds) == 1 && descriptor.revents & Int16(POLLIN) != 0
+}
+
+private func monotonicMilliseconds() -> Int { monotonicNanoseconds() / 1_000_000 }
+
+private func monotonicNanoseconds() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec * 1_000_000_000 + now.tv_nsec
+}
+
+// MARK: - The veth lab
+
+struct LabError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// A veth pair between this namespace (`outside`, the port's end) and a namespace of its own
+/// (`inside`, 198.51.100.2/24). Names carry the test's tag and the process id, so runs and
+/// tests never collide; `remove()` deletes both, and is safe to call after a failed setup.
+final class VethLab {
+    let namespace: String
+    let outside: String
+    let inside: String
+    private(set) var outsideMAC = MACAddress(value: 0)
+    private(set) var insideMAC = MACAddress(value: 0)
+
+    init(tag: String, mtu: Int = 1500) throws {
+        let pid = getpid()
+        namespace = "btns\(tag)\(pid)"
+        outside = "btu\(tag)\(pid)"
+        inside = "bti\(tag)\(pid)"
+        do {
+            try setUp(mtu: mtu)
+        } catch {
+            remove()
+            throw error
+        }
+    }
+
+    private func setUp(mtu: Int) throws {
+        try run("ip", "netns", "add", namespace)
+        // IPv6 off in the namespace before the link exists: no router or neighbour
+        // solicitations, no MLD reports, so every frame on the link is the test's.
+        try inNamespace("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+        try run(
+            "ip",
+            "link",
+            "add",
+            outside,
+            "mtu",
+            "\(mtu)",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            inside,
+            "mtu",
+            "\(mtu)",
+            "netns",
+            namespace
+        )
+        // The outside end: no address, no IPv6, no forwarding; nothing routes through it.
+        if mtu >= 1280 {  // below the IPv6 minimum MTU the kernel keeps IPv6 off by itself
+            try writeFile("/proc/sys/net/ipv6/conf/\(outside)/disable_ipv6", "1")
+        }
+        try writeFile("/proc/sys/net/ipv4/conf/\(outside)/forwarding", "0")
+        try run("ip", "link", "set", outside, "up")
+        try run("ip", "-n", namespace, "link", "set", inside, "up")
+        try run("ip", "-n", namespace, "address", "add", "198.51.100.2/24", "dev", inside)
+        try run(
+            "ip",
+            "-n",
+            namespace,
+            "neighbour",
+            "replace",
+            "198.51.100.1",
+            "lladdr",
+            "00:00:5e:00:53:01",
+            "dev",
+            inside,
+            "nud",
+            "permanent"
+        )
+        guard let outsideAddress = MACAddress(try readFile("/sys/class/net/\(outside)/address")),
+            let insideAddress = MACAddress(try inNamespace("cat", "/sys/class/net/\(inside)/address"))
+        else { throw LabError(description: "cannot read the veth MAC addresses") }
+        outsideMAC = outsideAddress
+        insideMAC = insideAddress
+        let deadline = monotonicMilliseconds() + 3000
+        while (try? readFile("/sys/class/net/\(outside)/carrier")) != "1" {
+            guard monotonicMilliseconds() < deadline else { throw LabError(description: "\(outside): no carrier") }
+            usleep(10_000)
+        }
+    }
+
+    func remove() {
+        _ = try? run("ip", "link", "delete", outside)
+        _ = try? run("ip", "netns", "delete", namespace)
+    }
+
+    /// `ping` from the namespace to 198.51.100.1 (nobody answers; the frames are what counts).
+    func ping(count: Int, size: Int = 56) {
+        _ = try? inNamespace(
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "\(count)",
+            "-i",
+            "0.05",
+            "-W",
+            "0.1",
+            "-s",
+            "\(size)",
+            "-M",
+            "dont",
+            "198.51.100.1",
+            allowFailure: true
+        )
+    }
+
+    /// A statistics counter of the namespace's end (`/sys/class/net/<inside>/statistics/<name>`).
+    func insideCounter(_ name: String) throws -> UInt64 {
+        let text = try inNamespace("cat", "/sys/class/net/\(inside)/statistics/\(name)")
+        guard let value = UInt64(text) else { throw LabError(description: "counter \(name): \(text)") }
+        return value
+    }
+
+    func outsideCounter(_ name: String) throws -> UInt64 {
+        let text = try readFile("/sys/class/net/\(outside)/statistics/\(name)")
+        guard let value = UInt64(text) else { throw LabError(description: "counter \(name): \(text)") }
+        return value
+    }
+
+    @discardableResult
+    private func inNamespace(_ arguments: String..., allowFailure: Bool = false) throws -> String {
+        try run(["ip", "netns", "exec", namespace] + arguments, allowFailure: allowFailure)
+    }
+}
+
+@discardableResult
+private func run(_ arguments: String...) throws -> String { try run(arguments, allowFailure: false) }
+
+/// Runs a program (found on PATH) to completion; returns its standard output, trimmed.
+/// Throws when it exits non-zero, unless `allowFailure`.
+@discardableResult
+private func run(_ arguments: [String], allowFailure: Bool) throws -> String {
+    var pipeEnds: [Int32] = [-1, -1]
+    guard pipe(&pipeEnds) == 0 else { throw LabError(description: "pipe: errno \(errno)") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
+    posix_spawn_file_actions_addclose(&actions, pipeEnds[0])
+    posix_spawn_file_actions_addclose(&actions, pipeEnds[1])
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var child: pid_t = 0
+    let spawned = posix_spawnp(&child, arguments[0], &actions, nil, argv, environ)
+    close(pipeEnds[1])
+    guard spawned == 0 else {
+        close(pipeEnds[0])
+        throw LabError(description: "cannot start \(arguments[0]): errno \(spawned)")
+    }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = read(pipeEnds[0], &buffer, buffer.count)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        output += buffer[0..<count]
+    }
+    close(pipeEnds[0])
+    var status: Int32 = 0
+    while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+    let text = trimmed(String(decoding: output, as: UTF8.self))
+    // WIFEXITED && WEXITSTATUS == 0
+    if !allowFailure && status & 0xFFFF != 0 {
+        throw LabError(description: "\(arguments.joined(separator: " ")): status \(status): \(text)")
+    }
+    return text
+}
+
+private func readFile(_ path: String) throws -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw LabError(description: "open \(path): errno \(errno)") }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let count = read(fd, &buffer, buffer.count)
+    guard count >= 0 else { throw LabError(description: "read \(path): errno \(errno)") }
+    return trimmed(String(decoding: buffer[0..<count], as: UTF8.self))
+}
+
+private func writeFile(_ path: String, _ text: String) throws {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw LabError(description: "open \(path): errno \(errno)") }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    guard write(fd, bytes, bytes.count) == bytes.count else {
+        throw LabError(description: "write \(path): errno \(errno)")
+    }
+}
+
+private func trimmed(_ text: String) -> String {
+    String(text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+}
