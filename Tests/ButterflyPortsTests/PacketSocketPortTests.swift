@@ -350,6 +350,7 @@ final class VethLab {
     private(set) var insideMAC = MACAddress(value: 0)
 
     init(tag: String, mtu: Int = 1500) throws {
+        _ = Self.removedStaleLabs
         let pid = getpid()
         namespace = "btns\(tag)\(pid)"
         outside = "btu\(tag)\(pid)"
@@ -422,6 +423,26 @@ final class VethLab {
         _ = try? run("ip", "link", "delete", outside)
         _ = try? run("ip", "netns", "delete", namespace)
     }
+
+    /// Labs of test processes that died before their `defer` ran (a crash elsewhere in the
+    /// test bundle, a killed run): `btns<tag><pid>` whose pid is gone. Once per process.
+    private static let removedStaleLabs: Void = {
+        guard let directory = opendir("/run/netns") else { return }
+        var stale: [(tag: Character, pid: String)] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("btns"), name.count > 5 else { continue }
+            let tag = name[name.index(name.startIndex, offsetBy: 4)]
+            let digits = String(name.dropFirst(5))
+            guard tag.isLetter, let pid = Int32(digits), kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            stale.append((tag, digits))
+        }
+        closedir(directory)
+        for (tag, pid) in stale {
+            _ = try? run("ip", "link", "delete", "btu\(tag)\(pid)")
+            _ = try? run("ip", "netns", "delete", "btns\(tag)\(pid)")
+        }
+    }()
 
     /// `ping` from the namespace to 198.51.100.1 (nobody answers; the frames are what counts).
     func ping(count: Int, size: Int = 56) {

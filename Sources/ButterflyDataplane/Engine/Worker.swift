@@ -172,6 +172,16 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
+    /// Runs one iteration of the worker loop on the calling thread instead of `start()`:
+    /// adopts a pending configuration, then one pass over every port. For benchmarks and
+    /// tests that drive the engine synchronously. Returns the frames received.
+    @discardableResult
+    public func runOnce() -> Int {
+        if pending.load(ordering: .acquiring) { adoptPending() }
+        now = Self.monotonicSeconds()
+        return pollOnce()
+    }
+
     /// One pass over every port; returns the number of frames received.
     @discardableResult
     func pollOnce() -> Int {

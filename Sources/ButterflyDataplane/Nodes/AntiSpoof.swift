@@ -10,19 +10,19 @@ import ButterflyPacket
 ///
 /// Drop reasons: `spoofed-source-mac`, `rarp`, `spoofed-arp`, `spoofed-neighbor-advertisement`.
 /// Input: a guest frame of at least 14 bytes. Output: pass, or the reason to drop.
-enum AntiSpoof {
+public enum AntiSpoof {
     static let etherTypeARP: UInt16 = 0x0806
     static let etherTypeRARP: UInt16 = 0x8035
     static let etherTypeIPv6: UInt16 = 0x86DD
 
     /// The NIC facts the checks need, prepared once per configuration (not per packet).
-    struct Policy {
-        var mac: UInt64
-        var checkIP: Bool
-        var ipv4: [UInt32]
-        var ipv6: [(high: UInt64, low: UInt64)]
+    public struct Policy {
+        public var mac: UInt64
+        public var checkIP: Bool
+        public var ipv4: [UInt32]
+        public var ipv6: [(high: UInt64, low: UInt64)]
 
-        init(_ nic: NICConfig) {
+        public init(_ nic: NICConfig) {
             mac = nic.mac.value
             checkIP = nic.ipAntiSpoof
             ipv4 = nic.ips.compactMap { if case .v4(let value) = $0 { value } else { nil } }
@@ -30,8 +30,7 @@ enum AntiSpoof {
         }
     }
 
-    @inlinable
-    static func check(_ data: UnsafeMutableRawPointer, length: Int, policy: Policy) -> DropReason? {
+    public static func check(_ data: UnsafeMutableRawPointer, length: Int, policy: Policy) -> DropReason? {
         guard data.loadMAC(at: 6) == policy.mac else { return .spoofedSourceMAC }
         let etherType = data.loadBigEndian16(at: 12)
         if etherType == etherTypeRARP { return .rarp }
