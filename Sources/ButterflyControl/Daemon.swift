@@ -94,6 +94,12 @@ public enum Daemon {
         let stateStore = options.stateFile.map { StateStore(path: $0) }
         let worker = Worker(host: host)
         let nicMTU = try attachUnderlay(options, to: worker) ?? options.nicMTU
+        if options.packetTrace {
+            let path = "\(options.tracePath)/butterfly-\(getpid())-main.pcap"
+            worker.setMainTrace(path: path)
+            if worker.mainTrace == nil { throw StartupError(description: "cannot open the main trace \(path)") }
+            Log.info("main trace: \(path)")
+        }
         let runtime = DataplaneRuntime(worker: worker, nicMTU: nicMTU)
         let controlPlane = ControlPlane(reconciler: reconciler, stateStore: stateStore, runtime: runtime)
         let service = APIService(controlPlane: controlPlane, cipher: cipher)

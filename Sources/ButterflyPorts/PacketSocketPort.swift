@@ -33,7 +33,7 @@ import CButterflyLinux
 ///
 /// Transmit drops (`portDrops.transmitDropped`): frames shorter than an Ethernet header or
 /// longer than `maximumTransmitFrame`, and frames finding the next slot still in flight (ring
-/// full). PACKET_QDISC_BYPASS hands frames straight to the driver (no qdisc, no taps).
+/// full). By default PACKET_QDISC_BYPASS hands frames straight to the driver.
 ///
 /// Owned by one worker thread, like every port.
 public final class PacketSocketPort: PacketPort {
@@ -59,6 +59,10 @@ public final class PacketSocketPort: PacketPort {
         public var transmitSlotCount = 1024
         /// Receives frames for every destination MAC (the daemon owns the interface).
         public var promiscuous = true
+        /// Hands transmitted frames straight to the driver (PACKET_QDISC_BYPASS): no qdisc,
+        /// and no copy to other packet sockets (tcpdump) on the interface. Off to shape the
+        /// underlay with `tc` or to capture what the port sends.
+        public var bypassQdisc = true
 
         public init() {}
     }
@@ -111,6 +115,8 @@ public final class PacketSocketPort: PacketPort {
     /// Frames wait in the ring for a kick that did not go through (EAGAIN, ENOBUFS, link down).
     private var kickPending = false
     private var kernelTotals = KernelStatistics()
+    /// Receive calls that found nothing, for the periodic `clearError()`.
+    private var emptyReceives = 0
 
     /// Opens the underlay on `interface`: needs CAP_NET_RAW (root) and an Ethernet interface.
     public init(interface: String, configuration: Configuration = Configuration()) throws(PortError) {
@@ -208,8 +214,10 @@ public final class PacketSocketPort: PacketPort {
         else { throw abandon("mmap(\(ringBytes) bytes of ring)", errno) }
         mapping = (pointer, ringBytes)
 
-        code = Syscall.setOption(fd, SOL_PACKET, PACKET_QDISC_BYPASS, Int32(1))
-        guard code == 0 else { throw abandon("setsockopt(PACKET_QDISC_BYPASS)", code) }
+        if configuration.bypassQdisc {
+            code = Syscall.setOption(fd, SOL_PACKET, PACKET_QDISC_BYPASS, Int32(1))
+            guard code == 0 else { throw abandon("setsockopt(PACKET_QDISC_BYPASS)", code) }
+        }
         // Linux 4.20+: outgoing frames of the host never reach the ring (they are skipped
         // below too, so an older kernel costs only copies).
         _ = Syscall.setOption(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1))
@@ -349,6 +357,14 @@ public final class PacketSocketPort: PacketPort {
         receiveFramesLeft = framesLeft
         receiveFrameOffset = frameOffset
         if dropped != 0 { portDrops.receiveDropped &+= dropped }
+        if appended == 0 && framesLeft == 0 {
+            // When the interface goes down the kernel sets the socket error, and poll reports
+            // POLLERR until someone reads it: a worker asleep in epoll would wake for ever.
+            // One getsockopt every 64 empty calls bounds that to 64 wake-ups and costs
+            // nothing measurable while busy-polling.
+            emptyReceives &+= 1
+            if emptyReceives & 63 == 0 { clearError() }
+        }
         if appended != 0 { batch.setCount(batch.count &+ appended) }
         return appended
     }
@@ -407,8 +423,25 @@ public final class PacketSocketPort: PacketPort {
     private func kick() {
         switch Syscall.kick(fileDescriptor) {
         case .sent: kickPending = false
-        case .wouldBlock, .failed: kickPending = true
+        case .wouldBlock: kickPending = true
+        case .failed:
+            // The send path returns a pending socket error (ENETDOWN from an earlier link
+            // down) before it looks at the ring, and clears it: once more, at once, so a link
+            // that is back up does not wait for the next batch.
+            if case .sent = Syscall.kick(fileDescriptor) { kickPending = false } else { kickPending = true }
         }
+    }
+
+    /// Reads and clears the socket's pending error (SO_ERROR; ENETDOWN after the interface
+    /// went down), which otherwise keeps poll reporting POLLERR. Returns it, 0 when none.
+    /// `receive` calls it now and then; a worker that sees EPOLLERR on `fileDescriptor` may
+    /// call it at once.
+    @discardableResult
+    public func clearError() -> Int32 {
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fileDescriptor, SOL_SOCKET, SO_ERROR, &code, &length) == 0 else { return 0 }
+        return code
     }
 
     // MARK: Statistics

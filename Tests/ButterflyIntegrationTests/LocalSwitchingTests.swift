@@ -152,3 +152,38 @@ struct LocalSwitchingTests {
         #expect(used < 5, "idle daemon used \(used) ticks in 5 s")
     }
 }
+
+/// Per-NIC pcap traces switched at runtime, readable by tcpdump.
+@Suite(.serialized)
+struct PacketTraceTests {
+    @Test func traceGrowsWhileOnAndStopsWhenOff() throws {
+        let daemon = try Daemon()
+        let namespaces = Namespaces()
+        let a = namespaces.prefix + "a"
+        let b = namespaces.prefix + "b"
+        for (name, mac, ip) in [
+            (a, "52:54:00:00:07:0a", "198.51.100.31/24"), (b, "52:54:00:00:07:0b", "198.51.100.32/24"),
+        ] {
+            #expect(try daemon.cli("nic add --id \(name) --mac \(mac) --vni 70 --type TAP").status == 0)
+            try namespaces.add(String(name.dropFirst(namespaces.prefix.count)))
+            try namespaces.attach(tap: name, to: name, ipv4: ip)
+        }
+        let trace = daemon.directory.path + "/a.pcap"
+        #expect(try daemon.cli("nic update --id \(a) --packet-trace true --trace-path \(trace)").status == 0)
+        #expect(try daemon.cli("nic details \(a)").stdout.contains("packet trace: true"))
+        #expect(try namespaces.pings(from: a, to: "198.51.100.32", count: 4))
+        usleep(200_000)
+        let read = try runProcess("/usr/bin/tcpdump", ["-n", "-r", trace])
+        #expect(read.status == 0, "\(read)")
+        // Both directions of the four echoes, as tcpdump decodes them.
+        #expect(read.stdout.components(separatedBy: "ICMP echo request").count - 1 >= 4, "\(read.stdout)")
+        #expect(read.stdout.components(separatedBy: "ICMP echo reply").count - 1 >= 4, "\(read.stdout)")
+
+        #expect(try daemon.cli("nic update --id \(a) --packet-trace false").status == 0)
+        usleep(200_000)
+        let size = try FileManager.default.attributesOfItem(atPath: trace)[.size] as! Int
+        #expect(try namespaces.pings(from: a, to: "198.51.100.32", count: 3))
+        usleep(200_000)
+        #expect(try FileManager.default.attributesOfItem(atPath: trace)[.size] as! Int == size)
+    }
+}

@@ -39,7 +39,7 @@ struct VXLANTests {
     }
 
     /// Two hosts joined by a veth pair `<prefix>ua` ↔ `<prefix>ub`.
-    func twoHosts(vtepA: String, vtepB: String, extra: [String] = []) throws -> (Host, Host) {
+    func twoHosts(vtepA: String, vtepB: String, extra: [String] = [], extraA: [String] = []) throws -> (Host, Host) {
         let a = try namespaces.add("ha")
         let b = try namespaces.add("hb")
         let ua = namespaces.prefix + "ua"
@@ -48,7 +48,7 @@ struct VXLANTests {
         try sh("ip -n \(a) link set \(ua) up")
         try sh("ip -n \(b) link set \(ub) up")
         return (
-            try host("ha", interface: ua, vtep: vtepA, extra: extra),
+            try host("ha", interface: ua, vtep: vtepA, extra: extra + extraA),
             try host("hb", interface: ub, vtep: vtepB, extra: extra)
         )
     }
@@ -129,7 +129,12 @@ struct VXLANTests {
     }
 
     @Test func wireFormatIsVXLAN() throws {
-        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let traces = TemporaryDirectory()
+        let (hostA, hostB) = try twoHosts(
+            vtepA: "198.51.100.1/24",
+            vtepB: "198.51.100.2/24",
+            extraA: ["-t", "--trace-path", traces.path]
+        )
         let vm1 = try vm("v1", on: hostA, mac: "52:54:00:40:00:01", vni: 4242, ipv4: "203.0.113.1/24")
         _ = try vm("v2", on: hostB, mac: "52:54:00:40:00:02", vni: 4242, ipv4: "203.0.113.2/24")
         #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
@@ -145,6 +150,11 @@ struct VXLANTests {
         #expect(text.contains("> 198.51.100.2.4789: VXLAN"), "\(text)")
         #expect(text.contains("vni 4242"), "\(text)")
         #expect(text.contains("203.0.113.1 > 203.0.113.2: ICMP echo request"), "\(text)")
+
+        // Host A's main trace (-t) holds the underlay traffic, readable by tcpdump.
+        let main = "\(traces.path)/butterfly-\(hostA.daemon.child.pid)-main.pcap"
+        let read = try runProcess("/usr/bin/tcpdump", ["-n", "-r", main])
+        #expect(read.stdout.contains("VXLAN, flags [I] (0x08), vni 4242"), "\(read)")
     }
 
     @Test func threeHostsOnOneSegmentAnyToAny() throws {

@@ -19,6 +19,8 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case notForThisVTEP
     case unresolvedNeighbor
     case underlayOther
+    /// A trace file could not be opened (counted once per attempt, not per packet).
+    case traceUnavailable
 
     public var name: String {
         switch self {
@@ -38,6 +40,7 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .notForThisVTEP: "not-for-this-vtep"
         case .unresolvedNeighbor: "unresolved-neighbor"
         case .underlayOther: "underlay-other"
+        case .traceUnavailable: "trace-unavailable"
         }
     }
 }

@@ -56,6 +56,8 @@ public final class Worker: @unchecked Sendable {
     let receiveBatch = PacketBatch()
     var now: UInt32 = 0
     private var lastSweep: UInt32 = 0
+    /// The daemon's main trace (`-t`): every underlay frame, both ways.
+    public internal(set) var mainTrace: PcapWriter?
     /// Optional underlay (VXLAN); nil in local mode.
     public var underlay: UnderlayProcessing?
 
@@ -205,6 +207,12 @@ public final class Worker: @unchecked Sendable {
     func flush() {
         for slot in pendingTransmit {
             guard let guest = slots[slot] else { continue }
+            if let trace = guest.trace {
+                for index in 0..<guest.transmitBatch.count {
+                    let packet = guest.transmitBatch[index]
+                    trace.record(pool.data(packet), length: Int(packet.length))
+                }
+            }
             if let port = guest.port {
                 _ = port.transmit(guest.transmitBatch, pool: pool)
             } else {
@@ -213,7 +221,14 @@ public final class Worker: @unchecked Sendable {
         }
         pendingTransmit.removeAll(keepingCapacity: true)
         underlay?.flush(self)
+        if tracing {
+            for slot in slots { slot?.trace?.flush() }
+            mainTrace?.flush()
+        }
     }
+
+    /// True when any trace is open (checked once per pass, not per packet).
+    var tracing: Bool { mainTrace != nil || slots.contains { $0?.trace != nil } }
 
     static func monotonicSeconds() -> UInt32 {
         var time = timespec()
@@ -263,17 +278,32 @@ public final class Worker: @unchecked Sendable {
                     joinVNI(slot: slot, vni: nic.vni)
                 }
                 guest.config = nic
+                updateTrace(guest)
             } else {
                 let slot = freeSlots.popLast() ?? slots.count
                 if slot == slots.count { slots.append(nil) }
                 slots[slot] = GuestSlot(config: nic, attachment: attachment)
                 slotByID[id] = slot
+                updateTrace(slots[slot]!)
                 joinVNI(slot: slot, vni: nic.vni)
                 if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
             }
         }
         config = update.config
         underlay?.adopt(self)
+    }
+
+    /// Opens, reopens or closes a NIC's pcap trace to match its configuration.
+    private func updateTrace(_ guest: GuestSlot) {
+        let wanted = guest.config.packetTracePath
+        guard guest.trace?.path != wanted else { return }
+        guest.trace = wanted.flatMap { PcapWriter(path: $0) }
+        if wanted != nil && guest.trace == nil { globalCounters.countDrop(.traceUnavailable) }
+    }
+
+    /// Opens or closes the main trace (underlay traffic) at `path`.
+    public func setMainTrace(path: String?) {
+        mainTrace = path.flatMap { PcapWriter(path: $0) }
     }
 
     private func removeSlot(_ slot: Int, id: String) {
@@ -331,6 +361,8 @@ final class GuestSlot {
     }
     var attachment: NICAttachment?
     let transmitBatch = PacketBatch()
+    /// Open while the NIC's packet trace is on.
+    var trace: PcapWriter?
     /// Prepared from `config` once per change, not per packet.
     private(set) var antiSpoofPolicy: AntiSpoof.Policy
 

@@ -22,6 +22,12 @@ extension Worker {
         let policy = guest.antiSpoofPolicy
         let bypass = guest.config.bypassFiltering
         let vni = guest.config.vni
+        if let trace = guest.trace {
+            for index in 0..<receiveBatch.count {
+                let packet = receiveBatch[index]
+                trace.record(pool.data(packet), length: Int(packet.length))
+            }
+        }
         for index in 0..<receiveBatch.count {
             let packet = receiveBatch[index]
             let data = pool.data(packet)

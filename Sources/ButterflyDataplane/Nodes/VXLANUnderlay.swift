@@ -113,6 +113,12 @@ public final class VXLANUnderlay: UnderlayProcessing {
         let received = port.receive(into: receiveBatch, pool: worker.pool)
         guard received > 0 else { return 0 }
         let counters = worker.globalCounters
+        if let trace = worker.mainTrace {
+            for index in 0..<receiveBatch.count {
+                let packet = receiveBatch[index]
+                trace.record(worker.pool.data(packet), length: Int(packet.length))
+            }
+        }
         for index in 0..<receiveBatch.count {
             var packet = receiveBatch[index]
             let data = worker.pool.data(packet)
@@ -270,6 +276,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
 
     func queue(_ packet: Packet, worker: Worker) {
         if transmitBatch.isFull { _ = port.transmit(transmitBatch, pool: worker.pool) }
+        worker.mainTrace?.record(worker.pool.data(packet), length: Int(packet.length))
         transmitBatch.append(packet)
         worker.globalCounters.countOut(bytes: Int(packet.length))
     }
