@@ -15,6 +15,9 @@ let package = Package(
     products: [
         .executable(name: "butterflyd", targets: ["butterflyd"]),
         .executable(name: "butterfly", targets: ["butterfly"]),
+        // For the separate benchmark package (Benchmarks/Dataplane), which depends on this one by path.
+        .library(name: "ButterflyPacket", targets: ["ButterflyPacket"]),
+        .library(name: "ButterflyDataplane", targets: ["ButterflyDataplane"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -97,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "ButterflyIntegrationTests",
             dependencies: [
-                "ButterflyControl", "ButterflyProtocol",
+                "ButterflyControl", "ButterflyProtocol", "CButterflyLinux",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),

@@ -59,7 +59,10 @@ public final class ControlPlane {
     /// snapshot version: with 10,000 NICs rendering costs tens of milliseconds.
     var graphDOT: String {
         if let runtime {
-            return reconciler.snapshot.graphDOT { runtime.counters(of: $0) }
+            return reconciler.snapshot.graphDOT(
+                counters: { runtime.counters(of: $0) },
+                global: runtime.globalCounters()
+            )
         }
         if let cached = cachedGraph, cached.version == reconciler.snapshot.version { return cached.dot }
         let dot = reconciler.snapshot.graphDOT()

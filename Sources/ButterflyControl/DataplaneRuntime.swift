@@ -20,6 +20,12 @@ public protocol DataplaneBinding: AnyObject {
     func publish(_ config: DataplaneConfig, change: ModelChange)
     /// Live counters of one NIC.
     func counters(of id: String) -> NICCounters?
+    /// Counters of the underlay and of drops not attributable to a NIC.
+    func globalCounters() -> NICCounters?
+}
+
+extension DataplaneBinding {
+    public func globalCounters() -> NICCounters? { nil }
 }
 
 public final class DataplaneRuntime: DataplaneBinding {
@@ -76,6 +82,8 @@ public final class DataplaneRuntime: DataplaneBinding {
             worker.waitForAdoption(of: config.version)
         }
     }
+
+    public func globalCounters() -> NICCounters? { worker.globalCounters.snapshot }
 
     public func counters(of id: String) -> NICCounters? {
         attachments[id]?.counters.snapshot

@@ -38,7 +38,7 @@ import CButterflyLinux
 /// Owned by one worker thread, like every port.
 public final class PacketSocketPort: PacketPort {
     /// Ring geometry and socket options. The defaults hold 8 MiB of received frames (about
-    /// 4,000 full-size frames, several milliseconds of 10 GbE line rate) and 1,024 transmit
+    /// 5,000 full-size frames, several milliseconds of 10 GbE line rate) and 1,024 transmit
     /// slots.
     ///
     /// Many small receive blocks rather than a few large ones: under light traffic the kernel
@@ -51,7 +51,8 @@ public final class PacketSocketPort: PacketPort {
         public var receiveBlockSize = 128 << 10
         public var receiveBlockCount = 64
         /// How long the kernel keeps a partly filled receive block before handing it over:
-        /// the added latency when traffic is light.
+        /// the added latency when traffic is light (0: the kernel derives it from the link
+        /// speed, 8 ms on 1 GbE).
         public var retireTimeoutMilliseconds = 1
         /// Bytes of one transmit slot (header included): a multiple of 16 that holds the
         /// 48-byte header plus the largest frame sent.
@@ -95,7 +96,6 @@ public final class PacketSocketPort: PacketPort {
     public var portIndex: UInt16 = 0
     public private(set) var portDrops = PortDropCounters()
 
-    private let configuration: Configuration
     private let ring: UnsafeMutableRawPointer
     private let ringBytes: Int
     private let receiveRing: UnsafeMutableRawPointer
@@ -112,8 +112,8 @@ public final class PacketSocketPort: PacketPort {
     private var receiveFrameOffset = 0
     /// Transmit cursor: the next slot to fill, in the order the kernel sends them.
     private var transmitSlot = 0
-    /// Frames wait in the ring for a kick that did not go through (EAGAIN, ENOBUFS, link down).
-    private var kickPending = false
+    /// Frames wait in the ring for a kick that did not go through.
+    private var pendingKick = PendingKick.none
     private var kernelTotals = KernelStatistics()
     /// Receive calls that found nothing, for the periodic `clearError()`.
     private var emptyReceives = 0
@@ -121,8 +121,8 @@ public final class PacketSocketPort: PacketPort {
     /// Opens the underlay on `interface`: needs CAP_NET_RAW (root) and an Ethernet interface.
     public init(interface: String, configuration: Configuration = Configuration()) throws(PortError) {
         let subject = "underlay interface \"\(interface)\""
-        func failure(_ operation: String, _ code: Int32) -> PortError {
-            PortError(subject: subject, operation: operation, errno: code, hint: Self.hint(for: code))
+        func failure(_ operation: String, _ code: Int32, hint: String? = nil) -> PortError {
+            PortError(subject: subject, operation: operation, errno: code, hint: hint ?? Self.hint(for: code))
         }
         let receiveBlockSize = configuration.receiveBlockSize
         let transmitSlotSize = configuration.transmitSlotSize
@@ -140,7 +140,7 @@ public final class PacketSocketPort: PacketPort {
         precondition(configuration.retireTimeoutMilliseconds >= 0, "retire timeout in milliseconds")
 
         guard !interface.isEmpty, interface.utf8.count < Int(IF_NAMESIZE) else {
-            throw failure("interface name check", EINVAL)
+            throw failure("interface name check", EINVAL, hint: "a name has 1 to \(IF_NAMESIZE - 1) bytes")
         }
         let index = if_nametoindex(interface)
         guard index != 0 else { throw failure("if_nametoindex", errno) }
@@ -152,10 +152,10 @@ public final class PacketSocketPort: PacketPort {
         )
         guard fd >= 0 else { throw failure("socket(AF_PACKET, SOCK_RAW)", errno) }
         var mapping: (pointer: UnsafeMutableRawPointer, bytes: Int)?
-        func abandon(_ operation: String, _ code: Int32) -> PortError {
+        func abandon(_ operation: String, _ code: Int32, hint: String? = nil) -> PortError {
             if let mapping { munmap(mapping.pointer, mapping.bytes) }
             close(fd)
-            return failure(operation, code)
+            return failure(operation, code, hint: hint)
         }
 
         var hardwareType: UInt16 = 0
@@ -170,7 +170,11 @@ public final class PacketSocketPort: PacketPort {
         }
         guard addressResult == 0 else { throw abandon("ioctl(SIOCGIFHWADDR)", errno) }
         guard hardwareType == UInt16(CBUTTERFLY_ARPHRD_ETHER) else {
-            throw abandon("hardware type check (ARPHRD \(hardwareType), not Ethernet)", EINVAL)
+            throw abandon(
+                "hardware type check",
+                EINVAL,
+                hint: "the underlay must be an Ethernet interface (this one has ARPHRD type \(hardwareType))"
+            )
         }
         var interfaceMTU: Int32 = 0
         guard cbutterfly_packet_interface_mtu(fd, interface, &interfaceMTU) == 0 else {
@@ -258,7 +262,6 @@ public final class PacketSocketPort: PacketPort {
             Int(interfaceMTU) + 14
         )
         self.fileDescriptor = fd
-        self.configuration = configuration
         self.ring = pointer
         self.ringBytes = ringBytes
         self.receiveRing = pointer
@@ -278,7 +281,7 @@ public final class PacketSocketPort: PacketPort {
     // MARK: Receive
 
     public func receive(into batch: PacketBatch, pool: PacketPool) -> Int {
-        if kickPending { kick() }
+        if pendingKick == .soon { kick() }
         let room = batch.capacity &- batch.count
         guard room > 0 else { return 0 }
         // The cursor lives in locals for the loop and is stored once at the end.
@@ -363,7 +366,10 @@ public final class PacketSocketPort: PacketPort {
             // One getsockopt every 64 empty calls bounds that to 64 wake-ups and costs
             // nothing measurable while busy-polling.
             emptyReceives &+= 1
-            if emptyReceives & 63 == 0 { clearError() }
+            if emptyReceives & 63 == 0 {
+                clearError()
+                if pendingKick == .linkDown { kick() }
+            }
         }
         if appended != 0 { batch.setCount(batch.count &+ appended) }
         return appended
@@ -412,23 +418,32 @@ public final class PacketSocketPort: PacketPort {
             sent &+= 1
         }
         transmitSlot = slot
-        if queued != 0 || kickPending { kick() }
+        if queued != 0 || pendingKick != .none { kick() }
         if dropped != 0 { portDrops.transmitDropped &+= dropped }
         batch.releaseAll(to: pool)
         return sent
     }
 
+    /// Why queued slots wait: nothing, a transient shortage (EAGAIN, ENOBUFS: retried on
+    /// the next call), or the link (ENETDOWN, ENXIO: retried on the next transmit and every
+    /// 64th empty receive, not on every busy-poll pass).
+    private enum PendingKick { case none, soon, linkDown }
+
     /// Asks the kernel to send every slot in SEND_REQUEST. A kick that cannot go through now
-    /// leaves the slots queued, and the next `receive` or `transmit` kicks again.
+    /// leaves the slots queued for a later one.
     private func kick() {
         switch Syscall.kick(fileDescriptor) {
-        case .sent: kickPending = false
-        case .wouldBlock: kickPending = true
+        case .sent: pendingKick = .none
+        case .wouldBlock: pendingKick = .soon
         case .failed:
-            // The send path returns a pending socket error (ENETDOWN from an earlier link
-            // down) before it looks at the ring, and clears it: once more, at once, so a link
-            // that is back up does not wait for the next batch.
-            if case .sent = Syscall.kick(fileDescriptor) { kickPending = false } else { kickPending = true }
+            // The send path first returns a pending socket error (ENETDOWN from an earlier
+            // link down), clearing it: once more at once, so a link that is back up does not
+            // wait for the next batch.
+            switch Syscall.kick(fileDescriptor) {
+            case .sent: pendingKick = .none
+            case .wouldBlock: pendingKick = .soon
+            case .failed: pendingKick = .linkDown
+            }
         }
     }
 
@@ -471,7 +486,6 @@ public final class PacketSocketPort: PacketPort {
         case ENODEV, ENXIO: return "no such interface in this network namespace (see `ip link`)"
         case EPERM, EACCES: return "opening a packet socket needs CAP_NET_RAW (run butterflyd as root)"
         case ENOMEM: return "the kernel could not allocate the ring; use fewer or smaller blocks"
-        case EINVAL: return "the interface must be an Ethernet interface with a name shorter than 16 bytes"
         default: return nil
         }
     }
@@ -480,7 +494,7 @@ public final class PacketSocketPort: PacketPort {
     /// errors (EBADF, EFAULT) trapped. `@inline(never)` keeps errno from being disturbed
     /// between the call and its read.
     private enum Syscall {
-        enum KickResult { case sent, wouldBlock, failed(Int32) }
+        enum KickResult { case sent, wouldBlock, failed }
 
         /// 0 or the errno of `setsockopt`.
         @inline(never)
@@ -502,7 +516,7 @@ public final class PacketSocketPort: PacketPort {
                 case EINTR: continue
                 case EAGAIN, ENOBUFS: return .wouldBlock
                 case EBADF, EFAULT, ENOTSOCK: preconditionFailure("packet socket kick: errno \(code)")
-                default: return .failed(code)  // ENETDOWN, ENXIO: the link is gone for now
+                default: return .failed  // ENETDOWN, ENXIO: the link is gone for now
                 }
             }
         }

@@ -3,6 +3,7 @@
 #include <sched.h>
 #include "CButterflyLinux.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -41,4 +42,8 @@ int cbutterfly_pin_current_thread(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int cbutterfly_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
 }

@@ -1,3 +1,4 @@
+import CButterflyLinux
 import Foundation
 import Testing
 
@@ -45,7 +46,11 @@ final class ChildProcess: @unchecked Sendable {
 
     init(_ path: String, _ arguments: [String], captureStdout: Bool = true) throws {
         var pipes: [[Int32]] = [[-1, -1], [-1, -1]]
-        for index in 0..<2 { guard pipe(&pipes[index]) == 0 else { throw HarnessError("pipe failed") } }
+        // Close-on-exec: no other child may inherit these pipes (a long-lived daemon holding a
+        // write end would keep another process's output from ever ending).
+        for index in 0..<2 {
+            guard cbutterfly_pipe_cloexec(&pipes[index]) == 0 else { throw HarnessError("pipe failed") }
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -114,13 +119,21 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Output so far is only complete after the process exited.
     var stdout: String {
-        readers.wait()
+        waitForReaders()
         return String(decoding: stdoutData, as: UTF8.self)
     }
 
     var stderr: String {
-        readers.wait()
+        waitForReaders()
         return String(decoding: stderrData, as: UTF8.self)
+    }
+
+    /// Output ends when every holder of the pipe's write end is gone; a grandchild that
+    /// outlives the process must not hang the test.
+    private func waitForReaders() {
+        if readers.wait(timeout: .now() + 10) == .timedOut {
+            Issue.record("output of process \(pid) still open 10 s after it ended (a child process holds it)")
+        }
     }
 
     private static func decode(_ status: Int32) -> Int32 {

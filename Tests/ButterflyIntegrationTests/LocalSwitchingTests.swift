@@ -99,6 +99,14 @@ struct LocalSwitchingTests {
         counters = try daemon.cli("nic stats \(a) --all").stdout
         #expect(counters.contains("drop spoofed-neighbor-advertisement: "), "\(counters)")
 
+        // RARP is always dropped, even from the NIC's own MAC.
+        let rarp = "ffffffffffff" + "52540000020a" + "8035" + String(repeating: "00", count: 46)
+        let sent = try namespaces.exec(a, "python3 \(VXLANTests.tools)/send_frame.py \(a) \(rarp) 3")
+        #expect(sent.status == 0, "\(sent)")
+        usleep(200_000)
+        counters = try daemon.cli("nic stats \(a) --all").stdout
+        #expect(counters.contains("drop rarp: 3"), "\(counters)")
+
         // A spoofed source MAC: nothing gets through, the drop is counted.
         try sh("ip -n \(a) link set \(a) address 52:54:00:00:02:ff")
         #expect(try namespaces.isolated(from: a, to: "198.51.100.12"))

@@ -217,4 +217,102 @@ struct VXLANTests {
         #expect(try namespaces.pings(from: vm1, to: "203.0.113.2", count: 5))
         #expect(try namespaces.pings(from: vm2, to: "203.0.113.1"))
     }
+
+    @Test func badUnderlayFramesAreDroppedAndCountedNeverDelivered() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let vm1 = try vm("v1", on: hostA, mac: "52:54:00:70:00:01", vni: 700, ipv4: "203.0.113.1/24")
+        let vm2 = try vm("v2", on: hostB, mac: "52:54:00:70:00:02", vni: 700, ipv4: "203.0.113.2/24")
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
+        let link = try sh("ip -n \(hostB.name) -o link show \(namespaces.prefix)ub").stdout
+        let mac = try #require(link.range(of: "link/ether ").map { String(link[$0.upperBound...].prefix(17)) })
+        // Watch VM 2's side: none of the hostile frames' inner broadcast may reach it.
+        let capture = try ChildProcess(
+            "/usr/sbin/ip",
+            [
+                "netns", "exec", vm2, "timeout", "-s", "KILL", "3", "tcpdump", "-n", "-c", "1", "-i", vm2,
+                "ether src 02:00:00:00:00:01",
+            ]
+        )
+        usleep(500_000)
+        func underlayDrops() throws -> [String: Int] {
+            var drops: [String: Int] = [:]
+            let status = try hostB.daemon.cli("status").stdout
+            for piece in status.components(separatedBy: "\\ndrop ").dropFirst() {
+                let fields = piece.split(separator: ":", maxSplits: 1)
+                let count =
+                    fields.count == 2
+                    ? Int(fields[1].prefix { $0 == " " || $0.isNumber }.trimmingCharacters(in: .whitespaces)) : nil
+                if let count { drops[String(fields[0])] = count }
+            }
+            return drops
+        }
+        let before = try underlayDrops()
+        let sent = try namespaces.exec(
+            hostA.name,
+            "python3 \(Self.tools)/hostile_underlay.py \(namespaces.prefix)ua \(mac) 198.51.100.1 198.51.100.2 700"
+        )
+        #expect(sent.status == 0, "\(sent)")
+        usleep(500_000)
+        let after = try underlayDrops()
+        // At least the hostile frames (the link's own IPv6 chatter may add to not-vxlan).
+        for (reason, count) in [
+            ("truncated", 2), ("bad-vxlan-flags", 1), ("unknown-vni", 1), ("ip-options-or-fragment", 2),
+            ("not-for-this-vtep", 1), ("not-vxlan", 3),
+        ] {
+            #expect((after[reason] ?? 0) - (before[reason] ?? 0) >= count, "\(reason): \(before) → \(after)")
+        }
+        capture.wait(timeout: 10)
+        #expect(!capture.stdout.contains("02:00:00:00:00:01"), "\(capture.stdout)")
+        // The daemon keeps serving and forwarding.
+        #expect(hostB.daemon.isRunning)
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
+    }
+
+    /// tests/tools, found from this source file's location.
+    static let tools = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("tests/tools").path
+
+    @Test func twoHundredNICsOnOneDaemonHundredInOneVNI() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        for index in 0..<200 {
+            let id = namespaces.prefix + "n\(index)"
+            let mac = String(format: "52:54:00:80:%02x:%02x", index / 256, index % 256)
+            let add = try hostA.daemon.cli(
+                "nic add --id \(id) --mac \(mac) --vni \(index < 100 ? 800 : 801) --type TAP"
+            )
+            try #require(add.status == 0, "\(add)")
+        }
+        #expect(try hostA.daemon.cli("nic list").stdout.split(separator: "\n").count == 200)
+        // Two of the hundred NICs of VNI 800, moved into VMs, talk to a VM on the other host.
+        for (index, address) in [(0, "203.0.113.10/24"), (99, "203.0.113.11/24")] {
+            let id = namespaces.prefix + "n\(index)"
+            try namespaces.add("n\(index)")
+            try sh("ip -n \(hostA.name) link set \(id) netns \(id)")
+            try sh("ip -n \(id) link set \(id) up")
+            try sh("ip -n \(id) addr add \(address) dev \(id)")
+        }
+        let remote = try vm("r", on: hostB, mac: "52:54:00:81:00:01", vni: 800, ipv4: "203.0.113.20/24")
+        #expect(try namespaces.pings(from: remote, to: "203.0.113.10"))
+        #expect(try namespaces.pings(from: remote, to: "203.0.113.11"))
+        #expect(try namespaces.pings(from: namespaces.prefix + "n0", to: "203.0.113.11"))
+    }
+
+    @Test func iperf3TCPAndUDPAcrossHosts() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let vm1 = try vm("v1", on: hostA, mac: "52:54:00:90:00:01", vni: 900, ipv4: "203.0.113.1/24")
+        let vm2 = try vm("v2", on: hostB, mac: "52:54:00:90:00:02", vni: 900, ipv4: "203.0.113.2/24")
+        #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
+        let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", vm2, "iperf3", "-s", "-p", "5201"])
+        defer {
+            kill(server.pid, SIGKILL)
+            server.wait(timeout: 5)
+        }
+        usleep(500_000)
+        let tcp = try namespaces.exec(vm1, "iperf3 -c 203.0.113.2 -p 5201 -t 3 -J", timeout: 30)
+        #expect(tcp.status == 0, "\(tcp)")
+        #expect(tcp.stdout.contains("\"sum_received\""), "\(tcp.stdout.suffix(500))")
+        let udp = try namespaces.exec(vm1, "iperf3 -c 203.0.113.2 -p 5201 -u -b 20M -t 3 -J", timeout: 30)
+        #expect(udp.status == 0, "\(udp)")
+        #expect(!udp.stdout.contains("\"error\""), "\(udp.stdout.suffix(500))")
+    }
 }

@@ -77,6 +77,32 @@ struct PacketSocketPortTests {
         #expect(port.portDrops == PortDropCounters())
     }
 
+    @Test func framesTheHostSendsAreNotReceived() throws {
+        let lab = try VethLab(tag: "g")
+        defer { lab.remove() }
+        // Through the qdisc, the sender's frames are copied to every packet socket on the
+        // interface as PACKET_OUTGOING: the kind of frame the port must not take as input.
+        var throughQdisc = PacketSocketPort.Configuration()
+        throughQdisc.bypassQdisc = false
+        let sender = try PacketSocketPort(interface: lab.outside, configuration: throughQdisc)
+        let port = try PacketSocketPort(interface: lab.outside)
+        let pool = PacketPool(capacity: 64)
+        let batch = PacketBatch(capacity: 16)
+        for sequence in 1...10 {
+            var packet = pool.allocate()!
+            packet.length = UInt16(writeEchoRequest(pool.data(packet), to: lab.insideMAC.value, sequence: sequence))
+            batch.append(packet)
+        }
+        #expect(sender.transmit(batch, pool: pool) == 10)
+
+        let frames = collect(from: port, pool: pool, batchCapacity: 16, expecting: 10) { _ in true }
+        #expect(frames.filter(isEchoReply).count == 10, "the namespace answered every request")
+        #expect(!frames.contains { loadMAC($0, at: 6) == documentationMAC }, "no request came back as input")
+        let own = collect(from: sender, pool: pool, batchCapacity: 16, expecting: 10) { _ in true }
+        #expect(!own.contains { loadMAC($0, at: 6) == documentationMAC })
+        #expect(pool.available == 64)
+    }
+
     @Test func receiveRingWrapsAroundManyTimes() throws {
         let lab = try VethLab(tag: "w")
         defer { lab.remove() }
@@ -149,7 +175,7 @@ struct PacketSocketPortTests {
         print(
             "PacketSocketPort bulk: \(total) frames, \(sent) queued, \(dropped) dropped by the port, "
                 + "\(delivered) received by the peer; \(elapsed / 1000) µs to build and send "
-                + "(\(total * 1000 / max(elapsed, 1)) Mframes/s)"
+                + "(\(total * 1_000_000 / max(elapsed, 1)) kframes/s)"
         )
         #expect(delivered + UInt64(dropped) == UInt64(total), "no silent loss")
         #expect(try lab.outsideCounter("tx_dropped") == 0)
@@ -222,6 +248,70 @@ struct PacketSocketPortTests {
             usleep(10_000)
         } while monotonicMilliseconds() < deadline
         #expect(delivered == 2)
+    }
+
+    @Test func aLinkFlapFillsTheTransmitRingThenDrainsIt() throws {
+        let lab = try VethLab(tag: "f")
+        defer { lab.remove() }
+        var configuration = PacketSocketPort.Configuration()
+        configuration.transmitSlotCount = 16
+        let port = try PacketSocketPort(interface: lab.outside, configuration: configuration)
+        let pool = PacketPool(capacity: 64)
+        let batch = PacketBatch(capacity: 64)
+        let before = try lab.insideCounter("rx_packets")
+
+        try run("ip", "link", "set", lab.outside, "down")
+        for index in 0..<40 {
+            var packet = pool.allocate()!
+            let data = pool.data(packet)
+            data.storeMAC(lab.insideMAC.value, at: 0)
+            data.storeMAC(documentationMAC, at: 6)
+            data.storeBigEndian16(0x88B5, at: 12)
+            data.storeBigEndian32(UInt32(index), at: 14)
+            packet.length = 60
+            batch.append(packet)
+        }
+        // The kick fails (ENETDOWN): 16 frames wait in the ring, the rest find it full.
+        #expect(port.transmit(batch, pool: pool) == 16)
+        #expect(port.portDrops.transmitDropped == 24)
+        #expect(pool.available == 64)
+        var descriptor = pollfd(fd: port.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&descriptor, 1, 0) == 1 && descriptor.revents & Int16(POLLERR) != 0, "POLLERR while down")
+
+        try run("ip", "link", "set", lab.outside, "up")
+        let deadline = monotonicMilliseconds() + 3000
+        while (try? readFile("/sys/class/net/\(lab.outside)/carrier")) != "1" && monotonicMilliseconds() < deadline {
+            usleep(10_000)
+        }
+        // The next call kicks again and the waiting frames go out.
+        #expect(port.transmit(batch, pool: pool) == 0)
+        var delivered: UInt64 = 0
+        repeat {
+            delivered = try lab.insideCounter("rx_packets") - before
+            if delivered >= 16 { break }
+            usleep(10_000)
+        } while monotonicMilliseconds() < deadline
+        #expect(delivered == 16)
+
+        // A flap with nothing to send leaves the socket error set (POLLERR): empty receives
+        // clear it, so an idle worker's epoll stops waking.
+        try run("ip", "link", "set", lab.outside, "down")
+        try run("ip", "link", "set", lab.outside, "up")
+        descriptor.revents = 0
+        #expect(poll(&descriptor, 1, 0) == 1 && descriptor.revents & Int16(POLLERR) != 0)
+        for _ in 0..<64 { _ = port.receive(into: batch, pool: pool) }
+        descriptor.revents = 0
+        _ = poll(&descriptor, 1, 0)
+        #expect(descriptor.revents & Int16(POLLERR) == 0)
+        while (try? readFile("/sys/class/net/\(lab.outside)/carrier")) != "1"
+            && monotonicMilliseconds() < deadline + 3000
+        {
+            usleep(10_000)
+        }
+
+        lab.ping(count: 2)
+        let frames = collect(from: port, pool: pool, batchCapacity: 8, expecting: 2) { isEchoRequest($0) }
+        #expect(frames.count == 2, "receiving resumes after the flap")
     }
 
     @Test func openingAMissingInterfaceThrowsAClearError() {
@@ -430,7 +520,9 @@ final class VethLab {
         guard let directory = opendir("/run/netns") else { return }
         var stale: [(tag: Character, pid: String)] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             guard name.hasPrefix("btns"), name.count > 5 else { continue }
             let tag = name[name.index(name.startIndex, offsetBy: 4)]
             let digits = String(name.dropFirst(5))

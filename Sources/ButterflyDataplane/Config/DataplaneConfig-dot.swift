@@ -5,8 +5,13 @@ extension DataplaneConfig {
     ///
     /// With `counters`, each NIC node carries its live packet and drop counts (the running
     /// graph); without, the configured graph.
-    public func graphDOT(counters: ((String) -> NICCounters?)? = nil) -> String {
+    public func graphDOT(counters: ((String) -> NICCounters?)? = nil, global: NICCounters? = nil) -> String {
         var lines = ["digraph butterfly {", "  rankdir=LR;"]
+        if let global {
+            var label = "underlay\\nin \(global.inPackets) pkts / out \(global.outPackets) pkts"
+            for drop in global.drops { label += "\\ndrop \(drop.reason): \(drop.packets)" }
+            lines.append("  \"underlay\" [label=\"\(label)\"];")
+        }
         let vtep = host.vtepAddress.map { "vxlan \($0)" } ?? "local only"
         lines.append("  \"underlay\" -> \"\(Self.escape(vtep))\";")
         var vnis = Set<UInt32>()

@@ -17,6 +17,9 @@ int cbutterfly_write_all(int fd, const void *buffer, size_t length);
 /// steal the endpoint of a running one.)
 int cbutterfly_unix_socket_is_live(const char *path);
 
+/// pipe2(fds, O_CLOEXEC): a pipe no other spawned process inherits. 0 or -1 with errno.
+int cbutterfly_pipe_cloexec(int fds[2]);
+
 /// Pins the calling thread to one CPU. 0 or an errno value.
 int cbutterfly_pin_current_thread(int cpu);
 
