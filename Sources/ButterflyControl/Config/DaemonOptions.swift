@@ -103,7 +103,7 @@ public struct DaemonOptions: Equatable, Sendable {
     private mutating func set(_ option: String, _ value: String, source: String) throws(Failure) {
         switch option {
         case "ip":
-            let parts = value.split(separator: "/", maxSplits: 1).map(String.init)
+            let parts = value.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             guard let address = IPAddress(parts[0]) else { throw Failure("\(source): '\(value)' is not an IP address") }
             vtepAddress = address
             vtepPrefixLength =
