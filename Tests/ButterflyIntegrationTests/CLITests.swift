@@ -218,7 +218,7 @@ struct CLITests {
         #expect(lines[2] == "request counter: 2")
         #expect(lines[3] == "dot graph: ")
         #expect(lines[4] == "digraph butterfly {")
-        #expect(result.stdout.contains("\"switch vni 5\" -> \"firewall g1\""))
+        #expect(result.stdout.contains("\"switch vni 5\" -> \"antispoof g1\""))
     }
 
     @Test func timeoutWhenNoDaemonAnswers() throws {

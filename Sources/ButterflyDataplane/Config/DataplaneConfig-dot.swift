@@ -1,6 +1,6 @@
 extension DataplaneConfig {
     /// The configured graph in Graphviz DOT: the underlay and VXLAN endpoint, one switch per
-    /// VNI, and each NIC's chain (`firewall → antispoof → nic`, or straight to the NIC with
+    /// VNI, and each NIC's chain (`antispoof → nic`, or straight to the NIC with
     /// `bypass_filtering`). Node names are quoted, so any NIC id is safe.
     ///
     /// With `counters`, each NIC node carries its live packet and drop counts (the running
@@ -40,8 +40,8 @@ extension DataplaneConfig {
             if nic.bypassFiltering {
                 lines.append("  \"switch vni \(nic.vni)\" -> \(nicNode);")
             } else {
-                lines.append("  \"switch vni \(nic.vni)\" -> \"firewall \(id)\";")
-                lines.append("  \"firewall \(id)\" -> \"antispoof \(id)\";")
+                // The firewall node joins the chain when security groups are enforced (next issue).
+                lines.append("  \"switch vni \(nic.vni)\" -> \"antispoof \(id)\";")
                 lines.append("  \"antispoof \(id)\" -> \(nicNode);")
             }
         }
