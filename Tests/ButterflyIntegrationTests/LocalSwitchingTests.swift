@@ -43,28 +43,13 @@ struct LocalSwitchingTests {
         #expect(try namespaces.isolated(from: c, to: "2001:db8::1"))
 
         // TCP and UDP both ways.
-        let server = try ChildProcess(
-            "/usr/sbin/ip",
-            ["netns", "exec", b, "socat", "-T", "5", "TCP-LISTEN:7000,reuseaddr", "EXEC:/bin/cat"]
-        )
-        defer {
-            kill(server.pid, SIGTERM)
-            server.wait(timeout: 5)
-        }
-        usleep(300_000)
+        let tcpServer = try namespaces.echoServer(in: b, "TCP-LISTEN:7000,reuseaddr")
         let echo = try namespaces.exec(a, "echo butterfly-tcp | socat -T 3 - TCP:198.51.100.2:7000")
         #expect(echo.stdout == "butterfly-tcp\n", "\(echo)")
-        let udpServer = try ChildProcess(
-            "/usr/sbin/ip",
-            ["netns", "exec", a, "socat", "-T", "5", "UDP-RECVFROM:7001", "EXEC:/bin/cat"]
-        )
-        defer {
-            kill(udpServer.pid, SIGTERM)
-            udpServer.wait(timeout: 5)
-        }
-        usleep(300_000)
+        let udpServer = try namespaces.echoServer(in: a, "UDP-RECVFROM:7001")
         let udp = try namespaces.exec(b, "echo butterfly-udp | socat -T 3 - UDP:198.51.100.1:7001")
         #expect(udp.stdout == "butterfly-udp\n", "\(udp)")
+        withExtendedLifetime((tcpServer, udpServer)) {}
 
         // Byte counters moved on both sides, nothing on the isolated NIC's delivery side.
         let statsA = try stats(daemon, a)

@@ -42,6 +42,18 @@ final class Namespaces {
         try runProcess("/usr/sbin/ip", ["netns", "exec", name, "sh", "-c", command], timeout: timeout)
     }
 
+    /// A `socat` echo server inside namespace `name` listening with `address` (e.g.
+    /// `TCP-LISTEN:7000,reuseaddr` or `UDP-RECVFROM:7001`), ready when this returns. It is
+    /// killed when the returned value is released.
+    func echoServer(in name: String, _ address: String) throws -> EchoServer {
+        let process = try ChildProcess(
+            "/usr/sbin/ip",
+            ["netns", "exec", name, "socat", "-T", "5", address, "EXEC:/bin/cat"]
+        )
+        usleep(300_000)
+        return EchoServer(process: process)
+    }
+
     /// True when `count` pings from `name` to `address` all get answers.
     func pings(from name: String, to address: String, count: Int = 3) throws -> Bool {
         let family = address.contains(":") ? "-6" : "-4"
@@ -74,4 +86,18 @@ func stats(_ daemon: Daemon, _ nic: String) throws -> (in: UInt64, out: UInt64) 
     let lines = try daemon.cli("nic stats \(nic)").stdout.split(separator: "\n")
     let values = lines.compactMap { $0.split(separator: " ").last.flatMap { UInt64($0) } }
     return values.count == 2 ? (values[0], values[1]) : (0, 0)
+}
+
+/// A helper process stopped (by its pid) when the value goes away.
+final class EchoServer {
+    let process: ChildProcess
+
+    init(process: ChildProcess) {
+        self.process = process
+    }
+
+    deinit {
+        kill(process.pid, SIGKILL)
+        process.wait(timeout: 5)
+    }
 }

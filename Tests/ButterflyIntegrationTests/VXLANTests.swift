@@ -76,31 +76,16 @@ struct VXLANTests {
         #expect(try namespaces.pings(from: vm1, to: "2001:db8:100::2"))
         #expect(try namespaces.pings(from: vm2, to: "2001:db8:100::1"))
 
-        let tcp = try ChildProcess(
-            "/usr/sbin/ip",
-            ["netns", "exec", vm2, "socat", "-T", "5", "TCP-LISTEN:7100,reuseaddr", "EXEC:/bin/cat"]
-        )
-        defer {
-            kill(tcp.pid, SIGTERM)
-            tcp.wait(timeout: 5)
-        }
-        usleep(300_000)
+        let tcpServer = try namespaces.echoServer(in: vm2, "TCP-LISTEN:7100,reuseaddr")
         let echo = try namespaces.exec(
             vm1,
             "head -c 200000 /dev/zero | tr '\\\\0' x | socat -T 5 - TCP:203.0.113.2:7100 | wc -c"
         )
         #expect(echo.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "200000", "\(echo)")
-        let udp = try ChildProcess(
-            "/usr/sbin/ip",
-            ["netns", "exec", vm1, "socat", "-T", "5", "UDP-RECVFROM:7101", "EXEC:/bin/cat"]
-        )
-        defer {
-            kill(udp.pid, SIGTERM)
-            udp.wait(timeout: 5)
-        }
-        usleep(300_000)
+        let udpServer = try namespaces.echoServer(in: vm1, "UDP-RECVFROM:7101")
         let reply = try namespaces.exec(vm2, "echo butterfly-udp | socat -T 3 - UDP:203.0.113.1:7101")
         #expect(reply.stdout == "butterfly-udp\n", "\(reply)")
+        withExtendedLifetime((tcpServer, udpServer)) {}
     }
 
     @Test func fourVMsTwoVNIsOnlySameVNIReach() throws {
