@@ -228,7 +228,9 @@ public final class Worker: @unchecked Sendable {
     }
 
     /// True when any trace is open (checked once per pass, not per packet).
-    var tracing: Bool { mainTrace != nil || slots.contains { $0?.trace != nil } }
+    var tracing: Bool { mainTrace != nil || openNICTraces > 0 }
+    /// How many NICs have a trace open, kept as traces open and close.
+    private var openNICTraces = 0
 
     static func monotonicSeconds() -> UInt32 {
         var time = timespec()
@@ -297,7 +299,9 @@ public final class Worker: @unchecked Sendable {
     private func updateTrace(_ guest: GuestSlot) {
         let wanted = guest.config.packetTracePath
         guard guest.trace?.path != wanted else { return }
+        if guest.trace != nil { openNICTraces -= 1 }
         guest.trace = wanted.flatMap { PcapWriter(path: $0) }
+        if guest.trace != nil { openNICTraces += 1 }
         if wanted != nil && guest.trace == nil { globalCounters.countDrop(.traceUnavailable) }
     }
 
@@ -308,6 +312,7 @@ public final class Worker: @unchecked Sendable {
 
     private func removeSlot(_ slot: Int, id: String) {
         guard let guest = slots[slot] else { return }
+        if guest.trace != nil { openNICTraces -= 1 }
         guest.transmitBatch.releaseAll(to: pool)
         if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
         leaveVNI(slot: slot, vni: guest.config.vni)
