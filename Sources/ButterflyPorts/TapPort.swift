@@ -17,6 +17,9 @@ public final class TapPort: PacketPort {
     public let fileDescriptor: Int32
     public private(set) var portDrops = PortDropCounters()
 
+    /// Frames the kernel queues for the daemon before dropping.
+    public static let queueLength: Int32 = 10_000
+
     public struct Failure: Error, CustomStringConvertible {
         public let operation: String
         public let errno: Int32
@@ -40,6 +43,10 @@ public final class TapPort: PacketPort {
             close(fd)
             throw failure
         }
+        // The guest's frames wait in this queue until the worker reads them (one read per
+        // frame): a deeper queue absorbs bursts instead of dropping segments the guest's TCP
+        // must then retransmit. Best effort: the default (1000) still works.
+        _ = cbutterfly_interface_set_txqueuelen(name, Self.queueLength)
         _ = cbutterfly_interface_set_up(name, 1)
     }
 

@@ -63,6 +63,13 @@ int cbutterfly_interface_set_mtu(const char *name, int mtu) {
     return interface_ioctl(SIOCSIFMTU, &request);
 }
 
+int cbutterfly_interface_set_txqueuelen(const char *name, int length) {
+    struct ifreq request;
+    if (prepare(&request, name) < 0) return -1;
+    request.ifr_qlen = length;
+    return interface_ioctl(SIOCSIFTXQLEN, &request);
+}
+
 int cbutterfly_interface_set_up(const char *name, int up) {
     struct ifreq request;
     if (prepare(&request, name) < 0) return -1;

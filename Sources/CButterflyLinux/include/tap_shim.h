@@ -12,6 +12,9 @@ int cbutterfly_interface_set_mac(const char *name, const uint8_t mac[6]);
 /// Sets an interface's MTU (SIOCSIFMTU). 0 or -1 with errno.
 int cbutterfly_interface_set_mtu(const char *name, int mtu);
 
+/// Sets an interface's transmit queue length (SIOCSIFTXQLEN). 0 or -1 with errno.
+int cbutterfly_interface_set_txqueuelen(const char *name, int length);
+
 /// Brings an interface up or down (SIOCGIFFLAGS / SIOCSIFFLAGS). 0 or -1 with errno.
 int cbutterfly_interface_set_up(const char *name, int up);
 
