@@ -9,7 +9,7 @@ import ButterflyPacket
 ///                             counters              └─ unknown/broadcast/multicast ─► flood:
 ///                                                       every other local NIC + underlay BUM
 /// ```
-/// Drop reasons: `truncated`, `oversize`, anti-spoof reasons, `hairpin`, `no-buffer`.
+/// Drop reasons: `truncated`, anti-spoof reasons, `hairpin`, `no-buffer`.
 extension Worker {
     /// Minimum Ethernet header.
     static let ethernetHeader = 14
@@ -43,6 +43,8 @@ extension Worker {
             }
             let source = data.loadMAC(at: 6)
             if source & (1 << 40) == 0 {
+                // Through the dictionary, not `network`: the table's count lives in the stored
+                // value. (A class table avoids this lookup but measured 15–20 % slower: ARC.)
                 vnis[vni]!.table.learn(source, location: Int32(slot), now: now)
             }
             let destination = data.loadMAC(at: 0)
