@@ -40,3 +40,16 @@ extension UnsafeMutableRawPointer {
         storeBigEndian32(UInt32(truncatingIfNeeded: mac), at: offset + 2)
     }
 }
+
+/// Read-only views (headers compared or verified, never changed).
+extension UnsafeRawPointer {
+    @inlinable
+    public func loadBigEndian16(at offset: Int) -> UInt16 {
+        UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    @inlinable
+    public func loadBigEndian32(at offset: Int) -> UInt32 {
+        UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+}

@@ -127,22 +127,27 @@ struct LocalSwitchingTests {
     }
 
     @Test func idleDaemonWithFiftyNICsSleeps() throws {
+        // Idle means no traffic: a host namespace whose new interfaces have IPv6 off, so the
+        // kernel sends no router solicitations or MLD reports on the 50 taps while we measure.
+        let host = try namespaces.add("idle")
+        #expect(try namespaces.exec(host, "sysctl -qw net.ipv6.conf.default.disable_ipv6=1").status == 0)
+        let idle = try Daemon(namespace: host)
         for index in 0..<50 {
             let id = namespaces.prefix + "i\(index)"
             let mac = String(format: "52:54:00:00:05:%02x", index)
-            #expect(try daemon.cli("nic add --id \(id) --mac \(mac) --vni \(40 + index % 5) --type TAP").status == 0)
+            #expect(try idle.cli("nic add --id \(id) --mac \(mac) --vni \(40 + index % 5) --type TAP").status == 0)
         }
         func cpuTicks() throws -> Int {
-            let stat = try String(contentsOfFile: "/proc/\(daemon.child.pid)/stat", encoding: .utf8)
+            let stat = try String(contentsOfFile: "/proc/\(idle.child.pid)/stat", encoding: .utf8)
             let fields = stat[stat.range(of: ")")!.upperBound...].split(separator: " ")
             return Int(fields[11])! + Int(fields[12])!  // utime + stime (fields 14, 15)
         }
         sleep(1)
         let before = try cpuTicks()
-        sleep(5)
+        sleep(8)
         let used = try cpuTicks() - before
-        // Target: under 1 % of a core = 5 ticks of 100 Hz over 5 s.
-        #expect(used < 5, "idle daemon used \(used) ticks in 5 s")
+        // Target: under 1 % of a core = 8 ticks of 100 Hz over 8 s.
+        #expect(used < 8, "idle daemon used \(used) ticks in 8 s")
     }
 }
 

@@ -253,6 +253,73 @@ struct VXLANTests {
         #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
     }
 
+    /// Bulk TCP with the taps' offloads on (docs/OFFLOADS.md): the guests hand over and receive
+    /// super-frames, the daemons cut and merge them. Every byte must arrive intact, across
+    /// hosts (IPv4 and IPv6 inside) and between two VMs of one host; and the offloads must
+    /// really be in use: far fewer frames cross each tap than MTU-sized segments.
+    @Test func bulkTCPKeepsEveryByteWithOffloads() throws {
+        let (hostA, hostB) = try twoHosts(vtepA: "198.51.100.1/24", vtepB: "198.51.100.2/24")
+        let vm1 = try vm(
+            "v1",
+            on: hostA,
+            mac: "52:54:00:50:00:01",
+            vni: 500,
+            ipv4: "203.0.113.1/24",
+            ipv6: "2001:db8:500::1/64"
+        )
+        let vm2 = try vm(
+            "v2",
+            on: hostB,
+            mac: "52:54:00:50:00:02",
+            vni: 500,
+            ipv4: "203.0.113.2/24",
+            ipv6: "2001:db8:500::2/64"
+        )
+        let vm3 = try vm("v3", on: hostA, mac: "52:54:00:50:00:03", vni: 500, ipv4: "203.0.113.3/24")
+        let features = try namespaces.exec(vm1, "ethtool -k \(vm1)")
+        #expect(features.stdout.contains("tcp-segmentation-offload: on"), "\(features)")
+
+        func counter(_ vm: String, _ name: String) throws -> Int {
+            Int(
+                try namespaces.exec(vm, "cat /sys/class/net/\(vm)/statistics/\(name)").stdout
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            ) ?? -1
+        }
+        let size = 30_000_000
+        for (sender, receiver, address) in [
+            (vm1, vm2, "203.0.113.2"), (vm2, vm1, "2001:db8:500::1"), (vm1, vm3, "203.0.113.3"),
+        ] {
+            let sentFramesBefore = try counter(sender, "tx_packets")
+            let receivedFramesBefore = try counter(receiver, "rx_packets")
+            let server = try ChildProcess(
+                "/usr/sbin/ip",
+                ["netns", "exec", receiver, "python3", "\(Self.tools)/tcp_transfer.py", "receive", address, "7500"]
+            )
+            usleep(500_000)
+            let client = try namespaces.exec(
+                sender,
+                "python3 \(Self.tools)/tcp_transfer.py send \(address) 7500 \(size)",
+                timeout: 60
+            )
+            #expect(server.wait(timeout: 30) == 0)
+            let sent = client.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let received = server.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last
+                .map(String.init)
+            #expect(sent.hasPrefix("\(size) "), "\(client)")
+            #expect(received == sent, "\(sender) → \(address): sent \(sent), received \(received ?? "nothing")")
+            // At least size / 1448 segments of payload went each way; with TSO and merging the
+            // taps carried far fewer (and larger) frames.
+            let segments = size / 1448
+            let sentFrames = try counter(sender, "tx_packets") - sentFramesBefore
+            let receivedFrames = try counter(receiver, "rx_packets") - receivedFramesBefore
+            #expect(sentFrames < segments / 2, "\(sender) sent \(sentFrames) frames for \(segments) segments")
+            #expect(
+                receivedFrames < segments / 2,
+                "\(receiver) received \(receivedFrames) frames for \(segments) segments"
+            )
+        }
+    }
+
     /// tests/tools, found from this source file's location.
     static let tools = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("tests/tools").path
