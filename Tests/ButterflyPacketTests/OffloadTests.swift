@@ -180,7 +180,8 @@ func tcpChecksumValid(_ frame: [UInt8]) -> Bool {
         }
         #expect(refusal(v4, VirtioNetHeader(gsoType: 3, segmentSize: 1400)) == .unsupportedSegmentation)  // UFO
         #expect(refusal(v4, VirtioNetHeader(gsoType: 5, segmentSize: 1400)) == .unsupportedSegmentation)  // USO
-        #expect(refusal(v4, VirtioNetHeader(gsoType: 4, segmentSize: 1400)) == .unsupportedSegmentation)  // v6 type, v4 frame
+        // The IPv6 type on an IPv4 frame.
+        #expect(refusal(v4, VirtioNetHeader(gsoType: 4, segmentSize: 1400)) == .unsupportedSegmentation)
         #expect(refusal(v4, VirtioNetHeader(gsoType: 1, segmentSize: 0)) == .badSegmentSize)
         #expect(refusal(v4, VirtioNetHeader(gsoType: 1, segmentSize: 47)) == .badSegmentSize)
         #expect(refusal(v4, VirtioNetHeader(gsoType: 1, segmentSize: 1800)) == .badSegmentSize)  // 66 + 1800 > 1856
