@@ -64,6 +64,11 @@ public final class PacketSocketPort: PacketPort {
         /// and no copy to other packet sockets (tcpdump) on the interface. Off to shape the
         /// underlay with `tc` or to capture what the port sends.
         public var bypassQdisc = true
+        /// Virtio-net headers on the socket (PACKET_VNET_HDR) and UDP segmentation offload:
+        /// equal-sized VXLAN datagrams to one VTEP leave as one super-frame, super-frames
+        /// arriving are cut back (docs/OFFLOADS.md). Off, or on a kernel without USO, every
+        /// datagram is its own frame.
+        public var offloads = true
 
         public init() {}
     }
@@ -95,6 +100,25 @@ public final class PacketSocketPort: PacketPort {
     /// Written into `Packet.port` of every received frame (the worker's index of this port).
     public var portIndex: UInt16 = 0
     public private(set) var portDrops = PortDropCounters()
+    /// Received super-frames refused by the offload checks (counted in
+    /// `portDrops.receiveDropped` too).
+    public private(set) var offloadErrors: UInt64 = 0
+    /// Every ring frame carries a virtio-net header (PACKET_VNET_HDR).
+    public let virtioHeaders: Bool
+    /// Runs of datagrams leave as USO super-frames through `segmentationSocket`; turned off
+    /// for good if the kernel refuses one.
+    public private(set) var sendsSuperFrames: Bool
+    /// Super-frames sent, and the datagrams they stood for.
+    public private(set) var superFramesSent: UInt64 = 0
+    public private(set) var datagramsInSuperFrames: UInt64 = 0
+
+    /// A second packet socket on the interface, without rings (a socket with a TX ring sends
+    /// only from its ring, whose slots are too small for a super-frame) and bound to protocol
+    /// 0 (it receives nothing): `sendmsg` of super-frames straight from the pool buffers.
+    private let segmentationSocket: Int32
+    private let superFrameHeader: UnsafeMutableRawPointer
+    private let savedHeaders: UnsafeMutableRawPointer
+    private let vectors: UnsafeMutablePointer<iovec>
 
     private let ring: UnsafeMutableRawPointer
     private let ringBytes: Int
@@ -185,6 +209,9 @@ public final class PacketSocketPort: PacketPort {
         // makes the kernel skip a malformed transmit slot instead of stalling the ring on it.
         var code = Syscall.setOption(fd, SOL_PACKET, PACKET_VERSION, Int32(TPACKET_V3.rawValue))
         guard code == 0 else { throw abandon("setsockopt(PACKET_VERSION, TPACKET_V3)", code) }
+        // Before the rings too (EBUSY after). Best effort: without it the port works as before.
+        let virtioHeaders =
+            configuration.offloads && Syscall.setOption(fd, SOL_PACKET, PACKET_VNET_HDR, Int32(1)) == 0
         code = Syscall.setOption(fd, SOL_PACKET, PACKET_LOSS, Int32(1))
         guard code == 0 else { throw abandon("setsockopt(PACKET_LOSS)", code) }
 
@@ -253,12 +280,23 @@ public final class PacketSocketPort: PacketPort {
             guard code == 0 else { throw abandon("setsockopt(PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC)", code) }
         }
 
+        self.segmentationSocket =
+            virtioHeaders
+            ? Self.openSegmentationSocket(
+                interfaceIndex: Int32(bitPattern: index),
+                bypassQdisc: configuration.bypassQdisc
+            ) : -1
+        self.virtioHeaders = virtioHeaders
+        self.sendsSuperFrames = segmentationSocket >= 0
+        self.superFrameHeader = .allocate(byteCount: VirtioNetHeader.size, alignment: 8)
+        self.savedHeaders = .allocate(byteCount: 64, alignment: 8)
+        self.vectors = .allocate(capacity: UDPCoalescer.maximumSegments + 1)
         self.name = interface
         self.interfaceIndex = Int32(bitPattern: index)
         self.macAddress = MACAddress(octets: octets)
         self.mtu = Int(interfaceMTU)
         self.maximumTransmitFrame = min(
-            transmitSlotSize - Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH),
+            transmitSlotSize - Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) - (virtioHeaders ? VirtioNetHeader.size : 0),
             Int(interfaceMTU) + 14
         )
         self.fileDescriptor = fd
@@ -276,6 +314,40 @@ public final class PacketSocketPort: PacketPort {
     deinit {
         munmap(ring, ringBytes)
         close(fileDescriptor)
+        if segmentationSocket >= 0 { close(segmentationSocket) }
+        superFrameHeader.deallocate()
+        savedHeaders.deallocate()
+        vectors.deallocate()
+    }
+
+    /// The send-only socket for super-frames, or -1 when the kernel refuses any step.
+    private static func openSegmentationSocket(interfaceIndex: Int32, bypassQdisc: Bool) -> Int32 {
+        let fd = socket(
+            AF_PACKET,
+            Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            0
+        )
+        guard fd >= 0 else { return -1 }
+        var address = sockaddr_ll()
+        address.sll_family = UInt16(AF_PACKET)
+        address.sll_protocol = 0  // receives nothing
+        address.sll_ifindex = interfaceIndex
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size))
+            }
+        }
+        guard Syscall.setOption(fd, SOL_PACKET, PACKET_VNET_HDR, Int32(1)) == 0, bound == 0,
+            !bypassQdisc || Syscall.setOption(fd, SOL_PACKET, PACKET_QDISC_BYPASS, Int32(1)) == 0
+        else {
+            close(fd)
+            return -1
+        }
+        // Room for a few super-frames in flight.
+        if Syscall.setOption(fd, SOL_SOCKET, SO_SNDBUFFORCE, Int32(4 << 20)) != 0 {
+            _ = Syscall.setOption(fd, SOL_SOCKET, SO_SNDBUF, Int32(4 << 20))
+        }
+        return fd
     }
 
     // MARK: Receive
@@ -297,7 +369,7 @@ public final class PacketSocketPort: PacketPort {
         // A frame header and its sockaddr_ll must fit before the block's end.
         let lastHeaderOffset = blockSize &- Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) &- MemoryLayout<sockaddr_ll>.size
 
-        while appended < room {
+        frames: while appended < room {
             // Safe: `block < receiveBlockCount`, so the block lies inside the RX ring.
             let blockStart = receiveRing + block &* blockSize
             if framesLeft == 0 {
@@ -330,7 +402,42 @@ public final class PacketSocketPort: PacketPort {
             )
             let length = Int(header.tp_snaplen)
             let dataOffset = Int(header.tp_mac)
-            if packetType != UInt8(PACKET_OUTGOING) {
+            let offload =
+                virtioHeaders && dataOffset >= VirtioNetHeader.size
+                ? VirtioNetHeader(loadingFrom: frame + (dataOffset &- VirtioNetHeader.size)) : VirtioNetHeader()
+            if packetType != UInt8(PACKET_OUTGOING) && offload.gsoType != VirtioNetHeader.gsoNone {
+                // A super-frame (a local sender's USO datagrams that crossed a veth or bridge
+                // whole): cut it into datagrams, or drop it whole.
+                if header.tp_len != header.tp_snaplen || frameOffset &+ dataOffset &+ length > blockSize {
+                    dropped &+= 1
+                } else {
+                    do throws(OffloadError) {
+                        var segmenter = try UDPSegmenter(
+                            frame: frame + dataOffset,
+                            length: length,
+                            header: offload,
+                            maximumSegmentFrame: PacketPool.maximumFrame
+                        )
+                        // Not enough room left in this batch: leave the frame for the next call.
+                        if segmenter.segmentCount > room &- appended && appended > 0 { break frames }
+                        var produced = 0
+                        while !segmenter.isFinished {
+                            guard appended < room, var packet = pool.allocate() else {
+                                dropped &+= UInt64(segmenter.segmentCount &- produced)
+                                break
+                            }
+                            produced &+= 1
+                            packet.length = UInt16(truncatingIfNeeded: segmenter.writeNext(to: pool.data(packet)))
+                            packet.port = inputPort
+                            output[appended] = packet
+                            appended &+= 1
+                        }
+                    } catch {
+                        offloadErrors &+= 1
+                        dropped &+= 1
+                    }
+                }
+            } else if packetType != UInt8(PACKET_OUTGOING) {
                 if length > PacketPool.maximumFrame || header.tp_len != header.tp_snaplen
                     || frameOffset &+ dataOffset &+ length > blockSize
                 {
@@ -387,10 +494,37 @@ public final class PacketSocketPort: PacketPort {
         let minimum = Self.ethernetHeaderLength
         let inFlight = Self.slotInFlight
         let headerLength = Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH)
+        let virtioLength = virtioHeaders ? VirtioNetHeader.size : 0
+        let count = batch.count
+        var index = 0
 
-        for index in 0..<batch.count {
+        while index < count {
             let packet = batch.buffer[index]
             let length = Int(packet.length)
+            if sendsSuperFrames, index &+ 1 < count,
+                var run = UDPCoalescer(frame: pool.data(packet), length: length)
+            {
+                var members = 1
+                while index &+ members < count, run.canGrow {
+                    let next = batch.buffer[index &+ members]
+                    guard run.append(pool.data(next), length: Int(next.length)) else { break }
+                    members &+= 1
+                }
+                if members > 1 {
+                    // Order on the wire: what the ring holds goes first.
+                    if queued != 0 {
+                        kick()
+                        queued = 0
+                    }
+                    if sendSuperFrame(run, batch: batch, from: index, members: members, pool: pool) {
+                        sent &+= members
+                        index &+= members
+                        continue
+                    }
+                    // Refused (headers restored): these frames go through the ring below.
+                }
+            }
+            index &+= 1
             guard length >= minimum && length <= maximum else {
                 dropped &+= 1
                 continue
@@ -410,9 +544,15 @@ public final class PacketSocketPort: PacketPort {
                 dropped &+= 1
                 continue
             }
-            // Safe: `length <= maximumTransmitFrame <= transmitSlotSize - headerLength`.
-            (slotStart + headerLength).copyMemory(from: pool.data(packet), byteCount: length)
-            cbutterfly_tpacket_slot_submit(slotStart, UInt32(truncatingIfNeeded: length))
+            // Safe: `virtioLength + length <= maximumTransmitFrame + virtioLength <= transmitSlotSize
+            // - headerLength`.
+            if virtioLength != 0 {
+                // No offload requested: an all-zero virtio-net header.
+                (slotStart + headerLength).storeBytes(of: UInt64(0), as: UInt64.self)
+                (slotStart + headerLength).storeBytes(of: UInt16(0), toByteOffset: 8, as: UInt16.self)
+            }
+            (slotStart + headerLength + virtioLength).copyMemory(from: pool.data(packet), byteCount: length)
+            cbutterfly_tpacket_slot_submit(slotStart, UInt32(truncatingIfNeeded: length &+ virtioLength))
             slot = slot &+ 1 == transmitSlotCount ? 0 : slot &+ 1
             queued &+= 1
             sent &+= 1
@@ -422,6 +562,45 @@ public final class PacketSocketPort: PacketPort {
         if dropped != 0 { portDrops.transmitDropped &+= dropped }
         batch.releaseAll(to: pool)
         return sent
+    }
+
+    /// Sends `members` frames of `batch` from `from` as one USO super-frame with one
+    /// `sendmsg`. True when the kernel took it, or dropped it for lack of room (counted);
+    /// false when it refused the super-frame itself: the first frame's headers are then
+    /// restored, and super-frames are off from now on.
+    private func sendSuperFrame(_ run: UDPCoalescer, batch: PacketBatch, from: Int, members: Int, pool: PacketPool)
+        -> Bool
+    {
+        let first = batch.buffer[from]
+        let headerLength = run.layout.headerLength
+        savedHeaders.copyMemory(from: run.first, byteCount: headerLength)
+        run.finish().store(to: superFrameHeader)
+        vectors[0] = iovec(iov_base: superFrameHeader, iov_len: VirtioNetHeader.size)
+        vectors[1] = iovec(iov_base: pool.data(first), iov_len: Int(first.length))
+        for member in 1..<members {
+            let packet = batch.buffer[from &+ member]
+            vectors[member &+ 1] = iovec(
+                iov_base: pool.data(packet) + headerLength,
+                iov_len: Int(packet.length) &- headerLength
+            )
+        }
+        var message = msghdr()
+        message.msg_iov = vectors
+        message.msg_iovlen = members &+ 1
+        switch Syscall.send(segmentationSocket, &message) {
+        case .sent:
+            superFramesSent &+= 1
+            datagramsInSuperFrames &+= UInt64(members)
+            return true
+        case .dropped:
+            portDrops.transmitDropped &+= UInt64(members)
+            return true
+        case .refused:
+            // A kernel or interface without USO (EINVAL, EOPNOTSUPP).
+            run.first.copyMemory(from: savedHeaders, byteCount: headerLength)
+            sendsSuperFrames = false
+            return false
+        }
     }
 
     /// Why queued slots wait: nothing, a transient shortage (EAGAIN, ENOBUFS: retried on
@@ -505,6 +684,21 @@ public final class PacketSocketPort: PacketPort {
             }
             return result == 0 ? 0 : errno
         }
+
+        /// `sendmsg(fd, message, MSG_DONTWAIT)` on a socket without a TX ring.
+        @inline(never)
+        static func send(_ fd: Int32, _ message: UnsafePointer<msghdr>) -> SendResult {
+            while true {
+                if sendmsg(fd, message, Int32(MSG_DONTWAIT)) >= 0 { return .sent }
+                switch errno {
+                case EINTR: continue
+                case EINVAL, EOPNOTSUPP, EMSGSIZE, EPROTONOSUPPORT: return .refused
+                default: return .dropped  // EAGAIN, ENOBUFS: no room now; ENETDOWN: link down
+                }
+            }
+        }
+
+        enum SendResult { case sent, dropped, refused }
 
         /// `sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0)`: send the slots in SEND_REQUEST.
         @inline(never)
