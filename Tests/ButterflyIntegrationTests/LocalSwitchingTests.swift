@@ -126,6 +126,23 @@ struct LocalSwitchingTests {
         #expect(flood.stdout.contains(" 0% packet loss"), "\(flood.stdout)")
     }
 
+    /// A guest whose interface is down cannot take frames: each one the daemon could not
+    /// write is counted as that NIC's `transmit-failed` drop, and nothing else is disturbed.
+    @Test func framesAGuestCannotTakeAreCountedAsTransmitFailed() throws {
+        let a = try vm("fa", mac: "52:54:00:00:06:0a", vni: 60, ipv4: "198.51.100.1/24")
+        let b = try vm("fb", mac: "52:54:00:00:06:0b", vni: 60, ipv4: "198.51.100.2/24")
+        let c = try vm("fc", mac: "52:54:00:00:06:0c", vni: 60, ipv4: "198.51.100.3/24")
+        #expect(try namespaces.pings(from: a, to: "198.51.100.2"))
+        try sh("ip -n \(b) link set \(b) down")
+        // ARP broadcasts from a flood to b (write refused) and c (delivered).
+        _ = try namespaces.exec(a, "arping -c 3 -w 2 -I \(a) 198.51.100.9 || true")
+        let stats = try daemon.cli("nic stats \(b) --all")
+        #expect(stats.stdout.contains("transmit-failed"), "\(stats)")
+        #expect(try namespaces.pings(from: a, to: "198.51.100.3"))
+        let healthy = try daemon.cli("nic stats \(c) --all")
+        #expect(!healthy.stdout.contains("transmit-failed"), "\(healthy)")
+    }
+
     @Test func idleDaemonWithFiftyNICsSleeps() throws {
         // Idle means no traffic: a host namespace whose new interfaces have IPv6 off, so the
         // kernel sends no router solicitations or MLD reports on the 50 taps while we measure.

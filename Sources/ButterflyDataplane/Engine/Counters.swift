@@ -79,8 +79,8 @@ public final class CounterBlock: @unchecked Sendable {
     }
 
     @inlinable
-    public func countDrop(_ reason: DropReason) {
-        cbutterfly_counter_add(slots + 4 + reason.rawValue, 1)
+    public func countDrop(_ reason: DropReason, packets: Int = 1) {
+        cbutterfly_counter_add(slots + 4 + reason.rawValue, UInt64(packets))
     }
 
     /// A consistent-enough snapshot for the API (each value is exact; they are read one by one).

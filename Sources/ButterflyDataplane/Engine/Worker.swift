@@ -204,6 +204,15 @@ public final class Worker: @unchecked Sendable {
         return work
     }
 
+    /// Sends a guest's batch; frames the port could not write (the guest's queue full, its
+    /// link down) are counted as that NIC's `transmit-failed` drops.
+    @inline(__always)
+    func transmit(_ batch: PacketBatch, to port: any PacketPort, _ guest: GuestSlot) {
+        let queued = batch.count
+        let sent = port.transmit(batch, pool: pool)
+        if sent < queued { guest.attachment?.counters.countDrop(.transmitFailed, packets: queued &- sent) }
+    }
+
     func flush() {
         for slot in pendingTransmit {
             guard let guest = slots[slot] else { continue }
@@ -214,7 +223,7 @@ public final class Worker: @unchecked Sendable {
                 }
             }
             if let port = guest.port {
-                _ = port.transmit(guest.transmitBatch, pool: pool)
+                transmit(guest.transmitBatch, to: port, guest)
             } else {
                 guest.transmitBatch.releaseAll(to: pool)
             }

@@ -76,7 +76,7 @@ extension Worker {
         }
         let batch = guest.transmitBatch
         if batch.isFull, let port = guest.port {
-            _ = port.transmit(batch, pool: pool)
+            transmit(batch, to: port, guest)
         }
         if batch.isEmpty { pendingTransmit.append(slot) }
         batch.append(packet)

@@ -167,7 +167,15 @@ public final class VXLANUnderlay: UnderlayProcessing {
 
     public func flush(_ worker: Worker) {
         guard !transmitBatch.isEmpty else { return }
-        _ = port.transmit(transmitBatch, pool: worker.pool)
+        transmit(worker)
+    }
+
+    /// Sends the queued batch; what the port could not send (ring full, link down) is counted
+    /// as `transmit-failed`.
+    private func transmit(_ worker: Worker) {
+        let queued = transmitBatch.count
+        let sent = port.transmit(transmitBatch, pool: worker.pool)
+        if sent < queued { worker.globalCounters.countDrop(.transmitFailed, packets: queued &- sent) }
     }
 
     public func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker) {
@@ -275,7 +283,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
     }
 
     func queue(_ packet: Packet, worker: Worker) {
-        if transmitBatch.isFull { _ = port.transmit(transmitBatch, pool: worker.pool) }
+        if transmitBatch.isFull { transmit(worker) }
         worker.mainTrace?.record(worker.pool.data(packet), length: Int(packet.length))
         transmitBatch.append(packet)
         worker.globalCounters.countOut(bytes: Int(packet.length))

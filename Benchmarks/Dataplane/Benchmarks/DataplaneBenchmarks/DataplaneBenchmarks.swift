@@ -30,7 +30,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     for kind in ScenarioKind.allCases {
-        for size in FrameSize.allCases {
+        for size in FrameSize.allCases where kind.runs(at: size) {
             Benchmark(
                 "\(kind.rawValue) \(size.label)",
                 closure: { _, scenario in blackHole(scenario.run()) },

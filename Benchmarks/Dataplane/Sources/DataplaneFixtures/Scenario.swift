@@ -29,6 +29,18 @@ public enum ScenarioKind: String, CaseIterable, Sendable {
     case chainEncap = "chain-encap"
     /// A real `Worker` with a `VXLANUnderlay`: underlay rx → decap → switch → guest tx.
     case chainDecap = "chain-decap"
+    /// `TCPSegmenter`: a guest's TSO super-frames cut into 1,448-byte segments (1500 B only).
+    case segment = "tso-segment"
+    /// `TCPCoalescer`: in-order segments merged back for the receiving guest (1500 B only).
+    case merge = "gro-merge"
+
+    /// Offload stages work on full-sized TCP segments only.
+    public func runs(at size: FrameSize) -> Bool {
+        switch self {
+        case .segment, .merge: size == .large
+        default: true
+        }
+    }
 }
 
 public enum Scenarios {
@@ -50,6 +62,8 @@ public enum Scenarios {
             case .chainLocal: LocalChain(size: size)
             case .chainEncap: EncapChain(size: size)
             case .chainDecap: DecapChain(size: size)
+            case .segment: SegmentStage()
+            case .merge: MergeStage()
             }
         for _ in 0..<100 {
             let expected = scenario.run()
