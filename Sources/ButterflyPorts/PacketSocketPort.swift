@@ -11,25 +11,31 @@ import CButterflyLinux
 /// one syscall (the transmit kick) and every frame one copy.
 ///
 /// ```
-///  one mapping, shared with the kernel (packet_mmap.rst, TPACKET_V3 for both rings):
+///  one mapping, shared with the kernel (packet_mmap.rst, TPACKET_V2 for both rings):
 ///
-///  RX: [ block 0 ][ block 1 ] … [ block n-1 ]        each block: tpacket_block_desc, then
-///       ▲ receiveBlock (cursor: block,                frames chained by tp_next_offset:
-///         frames left, next frame offset)             [tpacket3_hdr|sockaddr_ll|…|frame]
-///       block_status: TP_STATUS_KERNEL ─(kernel fills, retires when full or after
-///       the retire timeout)─► TP_STATUS_USER ─(receive copies every frame out)─► KERNEL
+///  RX: [ frame 0 ][ frame 1 ] … [ frame n-1 ]        each frame: tpacket2_hdr (32 B),
+///       ▲ receiveFrame (the kernel fills in order)     sockaddr_ll, virtio-net header, data
+///       tp_status: KERNEL ─(kernel writes the frame)─► USER ─(receive copies it out)─► KERNEL
 ///
-///  TX: [ slot 0 ][ slot 1 ] … [ slot m-1 ]           each slot: tpacket3_hdr (48 B), frame
-///       ▲ transmitSlot (the kernel walks the same order)
+///  TX: [ slot 0 ][ slot 1 ] … [ slot m-1 ]           each slot: tpacket2_hdr (32 B), virtio-net
+///       ▲ transmitSlot (the kernel walks the same order)    header, frame
 ///       tp_status: AVAILABLE ─(transmit copies)─► SEND_REQUEST ─(sendto kick)─► SENDING
 ///       ─(driver done with the skb)─► AVAILABLE
 /// ```
 ///
+/// Why TPACKET_V2 and not V3: a V3 block reaches user space only when it is full or its retire
+/// timer fires (1 ms at least), so at low rates every frame waited up to 1 ms on each receiving
+/// host (ping 0.9–1.5 ms across two hosts). A V2 frame is ours as soon as the kernel wrote it
+/// and poll reports it at once. The price is fixed-size frames: each holds the largest
+/// super-frame accepted (`Configuration.receiveFrameSize`), so the ring holds fewer small frames
+/// per MiB than V3 did, and USO super-frames are capped to fit the receiver's frame.
+///
 /// Receive drops (counted in `portDrops.receiveDropped`): frames longer than
-/// `PacketPool.maximumFrame` or truncated by the ring, and frames arriving while the pool is
-/// empty. Frames the host sends on the interface are not received (PACKET_IGNORE_OUTGOING,
-/// and PACKET_OUTGOING is skipped as well). Frames the kernel could not place because every
-/// block was still ours are counted by the kernel: `kernelStatistics()`.
+/// `PacketPool.maximumFrame` (super-frames excepted) or truncated by the ring, refused
+/// super-frames, and frames arriving while the pool is empty. Frames the host sends on the
+/// interface are not received (PACKET_IGNORE_OUTGOING, and PACKET_OUTGOING is skipped as well).
+/// Frames the kernel could not place because every frame was still ours are counted by the
+/// kernel: `kernelStatistics()`.
 ///
 /// Transmit drops (`portDrops.transmitDropped`): frames shorter than an Ethernet header or
 /// longer than `maximumTransmitFrame`, and frames finding the next slot still in flight (ring
@@ -37,23 +43,21 @@ import CButterflyLinux
 ///
 /// Owned by one worker thread, like every port.
 public final class PacketSocketPort: PacketPort {
-    /// Ring geometry and socket options. The defaults hold 8 MiB of received frames (about
-    /// 5,000 full-size frames, several milliseconds of 10 GbE line rate) and 1,024 transmit
-    /// slots.
+    /// Ring geometry and socket options. The defaults hold 1,024 received frames of up to 32 KiB
+    /// (32 MiB) and 1,024 transmit slots of 2 KiB.
     ///
-    /// Many small receive blocks rather than a few large ones: under light traffic the kernel
-    /// hands over a block after the retire timeout however little it holds, so the block
-    /// count bounds how many milliseconds the worker may be away before the kernel drops. With
-    /// 8 × 1 MiB a worker absent for 8 ms at one frame per millisecond loses frames; with
-    /// 64 × 128 KiB it takes 64 ms, at the same memory.
+    /// The receive geometry is a trade-off measured end to end (docs/PERFORMANCE.md, "Receive
+    /// ring"): larger frames carry longer super-frames (TCP across hosts: 16 KiB 0.52 of the
+    /// kernel's, 32 KiB 0.59, 64 KiB 0.67), fewer frames absorb shorter bursts of small packets
+    /// (64 KiB × 256 lost a fifth of a 64-byte UDP flood in the ring). On an underlay that never
+    /// delivers super-frames (a physical NIC without UDP GRO), 2 KiB frames would do.
     public struct Configuration: Sendable {
-        /// Bytes of one receive block: a multiple of the page size.
-        public var receiveBlockSize = 128 << 10
-        public var receiveBlockCount = 64
-        /// How long the kernel keeps a partly filled receive block before handing it over:
-        /// the added latency when traffic is light (0: the kernel derives it from the link
-        /// speed, 8 ms on 1 GbE).
-        public var retireTimeoutMilliseconds = 1
+        /// Bytes of one receive frame, headers included: a multiple of the page size. It bounds
+        /// the super-frames accepted, and so the ones this port sends
+        /// (`superFrameLimit`): daemons on one underlay use the same value.
+        public var receiveFrameSize = 32 << 10
+        /// Receive frames: how many frames may wait while the worker is away.
+        public var receiveFrameCount = 1024
         /// Bytes of one transmit slot (header included): a multiple of 16 that holds the
         /// 48-byte header plus the largest frame sent.
         public var transmitSlotSize = 2048
@@ -77,10 +81,8 @@ public final class PacketSocketPort: PacketPort {
     public struct KernelStatistics: Sendable, Equatable {
         /// Frames the kernel passed to the socket, placed or not.
         public var packets: UInt64 = 0
-        /// Frames the kernel dropped because no receive block was free.
+        /// Frames the kernel dropped because no receive frame was free.
         public var drops: UInt64 = 0
-        /// Times the receive queue froze because every block was still ours.
-        public var freezes: UInt64 = 0
         public init() {}
     }
 
@@ -123,17 +125,16 @@ public final class PacketSocketPort: PacketPort {
     private let ring: UnsafeMutableRawPointer
     private let ringBytes: Int
     private let receiveRing: UnsafeMutableRawPointer
-    private let receiveBlockSize: Int
-    private let receiveBlockCount: Int
+    private let receiveFrameSize: Int
+    private let receiveFrameCount: Int
+    /// Largest USO super-frame sent: what a peer's receive frame holds.
+    public let superFrameLimit: Int
     private let transmitRing: UnsafeMutableRawPointer
     private let transmitSlotSize: Int
     private let transmitSlotCount: Int
 
-    /// Receive cursor: the block to read, how many of its frames are still unread (0 when no
-    /// block is open) and the offset of the next one within it.
-    private var receiveBlock = 0
-    private var receiveFramesLeft = 0
-    private var receiveFrameOffset = 0
+    /// Receive cursor: the next frame the kernel fills.
+    private var receiveFrame = 0
     /// Transmit cursor: the next slot to fill, in the order the kernel sends them.
     private var transmitSlot = 0
     /// Frames wait in the ring for a kick that did not go through.
@@ -148,20 +149,19 @@ public final class PacketSocketPort: PacketPort {
         func failure(_ operation: String, _ code: Int32, hint: String? = nil) -> PortError {
             PortError(subject: subject, operation: operation, errno: code, hint: hint ?? Self.hint(for: code))
         }
-        let receiveBlockSize = configuration.receiveBlockSize
+        let receiveFrameSize = configuration.receiveFrameSize
         let transmitSlotSize = configuration.transmitSlotSize
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         precondition(
-            receiveBlockSize > 0 && receiveBlockSize % pageSize == 0 && configuration.receiveBlockCount > 0,
-            "receive blocks are whole pages"
+            receiveFrameSize > 0 && receiveFrameSize % pageSize == 0 && configuration.receiveFrameCount > 0,
+            "receive frames are whole pages"
         )
         precondition(
-            transmitSlotSize % 16 == 0 && transmitSlotSize > Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) + 14
+            transmitSlotSize % 16 == 0 && transmitSlotSize > Int(CBUTTERFLY_TPACKET2_HEADER_LENGTH) + 24
                 && (pageSize % transmitSlotSize == 0 || transmitSlotSize % pageSize == 0),
             "transmit slots are 16-byte aligned and tile pages"
         )
         precondition(configuration.transmitSlotCount > 0, "at least one transmit slot")
-        precondition(configuration.retireTimeoutMilliseconds >= 0, "retire timeout in milliseconds")
 
         guard !interface.isEmpty, interface.utf8.count < Int(IF_NAMESIZE) else {
             throw failure("interface name check", EINVAL, hint: "a name has 1 to \(IF_NAMESIZE - 1) bytes")
@@ -207,29 +207,26 @@ public final class PacketSocketPort: PacketPort {
 
         // Version and loss mode first: the kernel refuses both once a ring exists. PACKET_LOSS
         // makes the kernel skip a malformed transmit slot instead of stalling the ring on it.
-        var code = Syscall.setOption(fd, SOL_PACKET, PACKET_VERSION, Int32(TPACKET_V3.rawValue))
-        guard code == 0 else { throw abandon("setsockopt(PACKET_VERSION, TPACKET_V3)", code) }
+        var code = Syscall.setOption(fd, SOL_PACKET, PACKET_VERSION, Int32(TPACKET_V2.rawValue))
+        guard code == 0 else { throw abandon("setsockopt(PACKET_VERSION, TPACKET_V2)", code) }
         // Before the rings too (EBUSY after). Best effort: without it the port works as before.
         let virtioHeaders =
             configuration.offloads && Syscall.setOption(fd, SOL_PACKET, PACKET_VNET_HDR, Int32(1)) == 0
         code = Syscall.setOption(fd, SOL_PACKET, PACKET_LOSS, Int32(1))
         guard code == 0 else { throw abandon("setsockopt(PACKET_LOSS)", code) }
 
-        var receiveRequest = tpacket_req3()
-        receiveRequest.tp_block_size = UInt32(receiveBlockSize)
-        receiveRequest.tp_block_nr = UInt32(configuration.receiveBlockCount)
-        // V3 receive frames are variable-sized; the kernel still wants a frame geometry that
-        // tiles the blocks.
-        receiveRequest.tp_frame_size = UInt32(PacketPool.bufferSize)
-        receiveRequest.tp_frame_nr = UInt32(receiveBlockSize / PacketPool.bufferSize * configuration.receiveBlockCount)
-        receiveRequest.tp_retire_blk_tov = UInt32(configuration.retireTimeoutMilliseconds)
+        // One frame per block: a frame never crosses a block, and a block is whole pages.
+        var receiveRequest = tpacket_req()
+        receiveRequest.tp_block_size = UInt32(receiveFrameSize)
+        receiveRequest.tp_block_nr = UInt32(configuration.receiveFrameCount)
+        receiveRequest.tp_frame_size = UInt32(receiveFrameSize)
+        receiveRequest.tp_frame_nr = UInt32(configuration.receiveFrameCount)
         code = Syscall.setOption(fd, SOL_PACKET, PACKET_RX_RING, receiveRequest)
         guard code == 0 else { throw abandon("setsockopt(PACKET_RX_RING)", code) }
 
-        // Transmit slots in V3 are fixed-size frames; the block only groups them in memory.
         let slotsPerBlock = max(1, pageSize / transmitSlotSize)
         let transmitSlotCount = (configuration.transmitSlotCount + slotsPerBlock - 1) / slotsPerBlock * slotsPerBlock
-        var transmitRequest = tpacket_req3()
+        var transmitRequest = tpacket_req()
         transmitRequest.tp_block_size = UInt32(slotsPerBlock * transmitSlotSize)
         transmitRequest.tp_block_nr = UInt32(transmitSlotCount / slotsPerBlock)
         transmitRequest.tp_frame_size = UInt32(transmitSlotSize)
@@ -237,7 +234,7 @@ public final class PacketSocketPort: PacketPort {
         code = Syscall.setOption(fd, SOL_PACKET, PACKET_TX_RING, transmitRequest)
         guard code == 0 else { throw abandon("setsockopt(PACKET_TX_RING)", code) }
 
-        let receiveBytes = receiveBlockSize * configuration.receiveBlockCount
+        let receiveBytes = receiveFrameSize * configuration.receiveFrameCount
         let transmitBytes = transmitSlotSize * transmitSlotCount
         let ringBytes = receiveBytes + transmitBytes
         // The kernel maps the RX ring first, then the TX ring, in one mapping.
@@ -296,15 +293,18 @@ public final class PacketSocketPort: PacketPort {
         self.macAddress = MACAddress(octets: octets)
         self.mtu = Int(interfaceMTU)
         self.maximumTransmitFrame = min(
-            transmitSlotSize - Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) - (virtioHeaders ? VirtioNetHeader.size : 0),
+            transmitSlotSize - Int(CBUTTERFLY_TPACKET2_HEADER_LENGTH) - (virtioHeaders ? VirtioNetHeader.size : 0),
             Int(interfaceMTU) + 14
         )
         self.fileDescriptor = fd
         self.ring = pointer
         self.ringBytes = ringBytes
         self.receiveRing = pointer
-        self.receiveBlockSize = receiveBlockSize
-        self.receiveBlockCount = configuration.receiveBlockCount
+        self.receiveFrameSize = receiveFrameSize
+        self.receiveFrameCount = configuration.receiveFrameCount
+        // Room in a peer's frame: the V2 header, sockaddr_ll and alignment (at most 96 bytes
+        // before the data on Linux) and the virtio-net header, with margin.
+        self.superFrameLimit = min(receiveFrameSize - 128, 65_535 + 14)
         // Safe: the mapping is `receiveBytes + transmitBytes` long.
         self.transmitRing = pointer + receiveBytes
         self.transmitSlotSize = transmitSlotSize
@@ -356,118 +356,87 @@ public final class PacketSocketPort: PacketPort {
         if pendingKick == .soon { kick() }
         let room = batch.capacity &- batch.count
         guard room > 0 else { return 0 }
-        // The cursor lives in locals for the loop and is stored once at the end.
-        var block = receiveBlock
-        var framesLeft = receiveFramesLeft
-        var frameOffset = receiveFrameOffset
+        var frameIndex = receiveFrame
         var appended = 0
         var dropped: UInt64 = 0
         // Safe: `batch.count + room == batch.capacity`, so `output[0..<room]` is in the storage.
         let output = batch.buffer + batch.count
-        let blockSize = receiveBlockSize
+        let frameSize = receiveFrameSize
         let inputPort = portIndex
-        // A frame header and its sockaddr_ll must fit before the block's end.
-        let lastHeaderOffset = blockSize &- Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) &- MemoryLayout<sockaddr_ll>.size
+        let sockaddrOffset = Int(CBUTTERFLY_TPACKET2_HEADER_LENGTH)
 
         frames: while appended < room {
-            // Safe: `block < receiveBlockCount`, so the block lies inside the RX ring.
-            let blockStart = receiveRing + block &* blockSize
-            if framesLeft == 0 {
-                guard cbutterfly_tpacket_block_status(blockStart) & UInt32(TP_STATUS_USER) != 0 else { break }
-                // Safe: the block is ours (TP_STATUS_USER, acquired), its descriptor at offset 0.
-                let descriptor = blockStart.load(as: tpacket_block_desc.self).hdr.bh1
-                framesLeft = Int(descriptor.num_pkts)
-                frameOffset = Int(descriptor.offset_to_first_pkt)
-                if framesLeft == 0 {
-                    cbutterfly_tpacket_block_release(blockStart)
-                    block = block &+ 1 == receiveBlockCount ? 0 : block &+ 1
-                    continue
-                }
-            }
-            // The kernel keeps every frame of a block inside the block; checking it costs two
-            // compares and keeps a corrupt descriptor from walking us out of the mapping.
-            guard frameOffset >= 0 && frameOffset <= lastHeaderOffset else {
-                dropped &+= UInt64(framesLeft)
-                framesLeft = 0
-                cbutterfly_tpacket_block_release(blockStart)
-                block = block &+ 1 == receiveBlockCount ? 0 : block &+ 1
-                continue
-            }
-            // Safe: `frameOffset <= lastHeaderOffset`, so header and sockaddr_ll are in the block.
-            let frame = blockStart + frameOffset
-            let header = frame.load(as: tpacket3_hdr.self)
+            // Safe: `frameIndex < receiveFrameCount`, so the frame lies inside the RX ring.
+            let frame = receiveRing + frameIndex &* frameSize
+            guard cbutterfly_tpacket2_status(frame) & UInt32(TP_STATUS_USER) != 0 else { break }
+            // Safe: the frame is ours (TP_STATUS_USER, acquired); its header is at offset 0.
+            let header = frame.load(as: tpacket2_hdr.self)
             let packetType = frame.load(
-                fromByteOffset: Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH) &+ Int(CBUTTERFLY_SLL_PKTTYPE_OFFSET),
+                fromByteOffset: sockaddrOffset &+ Int(CBUTTERFLY_SLL_PKTTYPE_OFFSET),
                 as: UInt8.self
             )
             let length = Int(header.tp_snaplen)
             let dataOffset = Int(header.tp_mac)
+            // The kernel keeps every frame inside its slot; checking it costs a compare and
+            // keeps a corrupt header from walking us out of the mapping.
+            let intact =
+                header.tp_len == header.tp_snaplen && dataOffset >= sockaddrOffset &+ VirtioNetHeader.size
+                && dataOffset &+ length <= frameSize
             let offload =
-                virtioHeaders && dataOffset >= VirtioNetHeader.size
+                virtioHeaders && intact
                 ? VirtioNetHeader(loadingFrom: frame + (dataOffset &- VirtioNetHeader.size)) : VirtioNetHeader()
-            if packetType != UInt8(PACKET_OUTGOING) && offload.gsoType != VirtioNetHeader.gsoNone {
+            if packetType == UInt8(PACKET_OUTGOING) {
+                // Not ours to forward (PACKET_IGNORE_OUTGOING covers kernels from 4.20 on).
+            } else if !intact {
+                dropped &+= 1  // truncated: longer than a ring frame
+            } else if offload.gsoType != VirtioNetHeader.gsoNone {
                 // A super-frame (a local sender's USO datagrams that crossed a veth or bridge
                 // whole): cut it into datagrams, or drop it whole.
-                if header.tp_len != header.tp_snaplen || frameOffset &+ dataOffset &+ length > blockSize {
-                    dropped &+= 1
-                } else {
-                    do throws(OffloadError) {
-                        var segmenter = try UDPSegmenter(
-                            frame: frame + dataOffset,
-                            length: length,
-                            header: offload,
-                            maximumSegmentFrame: PacketPool.maximumFrame
-                        )
-                        // Not enough room left in this batch: leave the frame for the next call.
-                        if segmenter.segmentCount > room &- appended && appended > 0 { break frames }
-                        var produced = 0
-                        while !segmenter.isFinished {
-                            guard appended < room, var packet = pool.allocate() else {
-                                dropped &+= UInt64(segmenter.segmentCount &- produced)
-                                break
-                            }
-                            produced &+= 1
-                            packet.length = UInt16(truncatingIfNeeded: segmenter.writeNext(to: pool.data(packet)))
-                            packet.port = inputPort
-                            output[appended] = packet
-                            appended &+= 1
+                do throws(OffloadError) {
+                    var segmenter = try UDPSegmenter(
+                        frame: frame + dataOffset,
+                        length: length,
+                        header: offload,
+                        maximumSegmentFrame: PacketPool.maximumFrame
+                    )
+                    // Not enough room left in this batch: leave the frame for the next call.
+                    if segmenter.segmentCount > room &- appended && appended > 0 { break frames }
+                    var produced = 0
+                    while !segmenter.isFinished {
+                        guard appended < room, var packet = pool.allocate() else {
+                            dropped &+= UInt64(segmenter.segmentCount &- produced)
+                            break
                         }
-                    } catch {
-                        offloadErrors &+= 1
-                        dropped &+= 1
+                        produced &+= 1
+                        packet.length = UInt16(truncatingIfNeeded: segmenter.writeNext(to: pool.data(packet)))
+                        packet.port = inputPort
+                        output[appended] = packet
+                        appended &+= 1
                     }
-                }
-            } else if packetType != UInt8(PACKET_OUTGOING) {
-                if length > PacketPool.maximumFrame || header.tp_len != header.tp_snaplen
-                    || frameOffset &+ dataOffset &+ length > blockSize
-                {
-                    dropped &+= 1
-                } else if var packet = pool.allocate() {
-                    // Safe: the frame lies in the block (checked above) and the buffer holds
-                    // `maximumFrame` bytes after the headroom.
-                    pool.data(packet).copyMemory(from: frame + dataOffset, byteCount: length)
-                    packet.length = UInt16(truncatingIfNeeded: length)
-                    packet.port = inputPort
-                    output[appended] = packet
-                    appended &+= 1
-                } else {
+                } catch {
+                    offloadErrors &+= 1
                     dropped &+= 1
                 }
-            }
-            framesLeft &-= 1
-            if framesLeft == 0 {
-                cbutterfly_tpacket_block_release(blockStart)
-                block = block &+ 1 == receiveBlockCount ? 0 : block &+ 1
+            } else if length > PacketPool.maximumFrame {
+                dropped &+= 1
+            } else if var packet = pool.allocate() {
+                // Safe: the frame lies in its slot (checked above) and the buffer holds
+                // `maximumFrame` bytes after the headroom.
+                pool.data(packet).copyMemory(from: frame + dataOffset, byteCount: length)
+                packet.length = UInt16(truncatingIfNeeded: length)
+                packet.port = inputPort
+                output[appended] = packet
+                appended &+= 1
             } else {
-                frameOffset &+= Int(header.tp_next_offset)
+                dropped &+= 1
             }
+            cbutterfly_tpacket2_release(frame)
+            frameIndex = frameIndex &+ 1 == receiveFrameCount ? 0 : frameIndex &+ 1
         }
 
-        receiveBlock = block
-        receiveFramesLeft = framesLeft
-        receiveFrameOffset = frameOffset
+        receiveFrame = frameIndex
         if dropped != 0 { portDrops.receiveDropped &+= dropped }
-        if appended == 0 && framesLeft == 0 {
+        if appended == 0 {
             // When the interface goes down the kernel sets the socket error, and poll reports
             // POLLERR until someone reads it: a worker asleep in epoll would wake for ever.
             // One getsockopt every 64 empty calls bounds that to 64 wake-ups and costs
@@ -493,7 +462,7 @@ public final class PacketSocketPort: PacketPort {
         let maximum = maximumTransmitFrame
         let minimum = Self.ethernetHeaderLength
         let inFlight = Self.slotInFlight
-        let headerLength = Int(CBUTTERFLY_TPACKET3_HEADER_LENGTH)
+        let headerLength = Int(CBUTTERFLY_TPACKET2_HEADER_LENGTH)
         let virtioLength = virtioHeaders ? VirtioNetHeader.size : 0
         let count = batch.count
         var index = 0
@@ -502,7 +471,7 @@ public final class PacketSocketPort: PacketPort {
             let packet = batch.buffer[index]
             let length = Int(packet.length)
             if sendsSuperFrames, index &+ 1 < count,
-                var run = UDPCoalescer(frame: pool.data(packet), length: length)
+                var run = UDPCoalescer(frame: pool.data(packet), length: length, limit: superFrameLimit)
             {
                 var members = 1
                 while index &+ members < count, run.canGrow {
@@ -531,14 +500,14 @@ public final class PacketSocketPort: PacketPort {
             }
             // Safe: `slot < transmitSlotCount`, so the slot lies inside the TX ring.
             let slotStart = transmitRing + slot &* transmitSlotSize
-            var status = cbutterfly_tpacket_slot_status(slotStart)
+            var status = cbutterfly_tpacket2_status(slotStart)
             if status & inFlight != 0 && queued != 0 && !kickedForRoom {
                 // Ring full: send what is queued (with the qdisc bypassed, the driver often
                 // completes at once), then look again; once per batch.
                 kick()
                 queued = 0
                 kickedForRoom = true
-                status = cbutterfly_tpacket_slot_status(slotStart)
+                status = cbutterfly_tpacket2_status(slotStart)
             }
             guard status & inFlight == 0 else {
                 dropped &+= 1
@@ -552,7 +521,7 @@ public final class PacketSocketPort: PacketPort {
                 (slotStart + headerLength).storeBytes(of: UInt16(0), toByteOffset: 8, as: UInt16.self)
             }
             (slotStart + headerLength + virtioLength).copyMemory(from: pool.data(packet), byteCount: length)
-            cbutterfly_tpacket_slot_submit(slotStart, UInt32(truncatingIfNeeded: length &+ virtioLength))
+            cbutterfly_tpacket2_submit(slotStart, UInt32(truncatingIfNeeded: length &+ virtioLength))
             slot = slot &+ 1 == transmitSlotCount ? 0 : slot &+ 1
             queued &+= 1
             sent &+= 1
@@ -643,12 +612,11 @@ public final class PacketSocketPort: PacketPort {
     /// The kernel's receive counters, accumulated since the port opened. A syscall: call it
     /// from statistics reporting, not per batch.
     public func kernelStatistics() -> KernelStatistics {
-        var statistics = tpacket_stats_v3()
-        var length = socklen_t(MemoryLayout<tpacket_stats_v3>.size)
+        var statistics = tpacket_stats()
+        var length = socklen_t(MemoryLayout<tpacket_stats>.size)
         if getsockopt(fileDescriptor, SOL_PACKET, PACKET_STATISTICS, &statistics, &length) == 0 {
             kernelTotals.packets &+= UInt64(statistics.tp_packets)
             kernelTotals.drops &+= UInt64(statistics.tp_drops)
-            kernelTotals.freezes &+= UInt64(statistics.tp_freeze_q_cnt)
         }
         return kernelTotals
     }
@@ -664,7 +632,7 @@ public final class PacketSocketPort: PacketPort {
         switch code {
         case ENODEV, ENXIO: return "no such interface in this network namespace (see `ip link`)"
         case EPERM, EACCES: return "opening a packet socket needs CAP_NET_RAW (run butterflyd as root)"
-        case ENOMEM: return "the kernel could not allocate the ring; use fewer or smaller blocks"
+        case ENOMEM: return "the kernel could not allocate the ring; use fewer or smaller frames"
         default: return nil
         }
     }

@@ -7,23 +7,17 @@
 #include <sys/ioctl.h>
 
 // The kernel layouts PacketSocketPort.swift depends on (linux/if_packet.h, packet_mmap.rst).
-_Static_assert(sizeof(struct tpacket3_hdr) == 48, "tpacket3_hdr is 48 bytes");
-_Static_assert(TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) == CBUTTERFLY_TPACKET3_HEADER_LENGTH,
-               "V3 frame header length (sockaddr_ll / TX data offset)");
-_Static_assert(TPACKET3_HDRLEN - sizeof(struct sockaddr_ll) == CBUTTERFLY_TPACKET3_HEADER_LENGTH,
-               "V3 TX data starts at tp_hdrlen - sizeof(sockaddr_ll)");
-_Static_assert(offsetof(struct tpacket3_hdr, tp_next_offset) == 0, "tp_next_offset");
-_Static_assert(offsetof(struct tpacket3_hdr, tp_snaplen) == 12, "tp_snaplen");
-_Static_assert(offsetof(struct tpacket3_hdr, tp_len) == 16, "tp_len");
-_Static_assert(offsetof(struct tpacket3_hdr, tp_status) == 20, "tp_status");
-_Static_assert(offsetof(struct tpacket3_hdr, tp_mac) == 24, "tp_mac");
-_Static_assert(sizeof(struct tpacket_hdr_v1) == 40, "tpacket_hdr_v1 is 40 bytes");
-_Static_assert(sizeof(struct tpacket_block_desc) == 48, "tpacket_block_desc is 48 bytes");
-_Static_assert(offsetof(struct tpacket_block_desc, hdr.bh1.block_status) == 8, "block_status");
-_Static_assert(offsetof(struct tpacket_block_desc, hdr.bh1.num_pkts) == 12, "num_pkts");
-_Static_assert(offsetof(struct tpacket_block_desc, hdr.bh1.offset_to_first_pkt) == 16, "offset_to_first_pkt");
-_Static_assert(sizeof(struct tpacket_req3) == 28, "tpacket_req3 is 28 bytes");
-_Static_assert(sizeof(struct tpacket_stats_v3) == 12, "tpacket_stats_v3 is 12 bytes");
+_Static_assert(sizeof(struct tpacket2_hdr) == 32, "tpacket2_hdr is 32 bytes");
+_Static_assert(TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) == CBUTTERFLY_TPACKET2_HEADER_LENGTH,
+               "V2 frame header length (sockaddr_ll / TX data offset)");
+_Static_assert(TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) == CBUTTERFLY_TPACKET2_HEADER_LENGTH,
+               "V2 TX data starts at tp_hdrlen - sizeof(sockaddr_ll)");
+_Static_assert(offsetof(struct tpacket2_hdr, tp_status) == 0, "tp_status");
+_Static_assert(offsetof(struct tpacket2_hdr, tp_len) == 4, "tp_len");
+_Static_assert(offsetof(struct tpacket2_hdr, tp_snaplen) == 8, "tp_snaplen");
+_Static_assert(offsetof(struct tpacket2_hdr, tp_mac) == 12, "tp_mac");
+_Static_assert(sizeof(struct tpacket_req) == 16, "tpacket_req is 16 bytes");
+_Static_assert(sizeof(struct tpacket_stats) == 8, "tpacket_stats is 8 bytes");
 _Static_assert(sizeof(struct sockaddr_ll) == 20, "sockaddr_ll is 20 bytes");
 _Static_assert(offsetof(struct sockaddr_ll, sll_pkttype) == CBUTTERFLY_SLL_PKTTYPE_OFFSET, "sll_pkttype");
 _Static_assert(sizeof(struct packet_mreq) == 16, "packet_mreq is 16 bytes");

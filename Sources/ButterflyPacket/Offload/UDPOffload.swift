@@ -157,11 +157,13 @@ public struct UDPCoalescer {
     public let first: UnsafeMutableRawPointer
     public let layout: UDPFrame
     public let segmentSize: Int
+    /// Largest super-frame (Ethernet header included): what the receiver's ring frame holds.
+    public let limit: Int
     public private(set) var count = 1
     public private(set) var mergedLength: Int
     @usableFromInline var open = true
 
-    public init?(frame: UnsafeMutableRawPointer, length: Int) {
+    public init?(frame: UnsafeMutableRawPointer, length: Int, limit: Int = 65_535 + 14) {
         guard let layout = UDPFrame(frame, length: length), length > layout.headerLength else { return nil }
         // The IP length must describe the frame exactly (no trailer to carry along).
         let ipLength =
@@ -171,6 +173,7 @@ public struct UDPCoalescer {
         self.layout = layout
         segmentSize = length &- layout.headerLength
         mergedLength = length
+        self.limit = min(limit, Self.maximumDatagram &+ 14)
     }
 
     @inlinable
@@ -182,7 +185,7 @@ public struct UDPCoalescer {
         let headerLength = layout.headerLength
         let payload = length &- headerLength
         guard payload > 0, payload <= segmentSize,
-            mergedLength &+ payload &- 14 <= Self.maximumDatagram,
+            mergedLength &+ payload <= limit,
             sameHeaders(frame, length: length)
         else { return false }
         count &+= 1

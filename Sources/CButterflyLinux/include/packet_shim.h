@@ -1,6 +1,6 @@
 #ifndef BUTTERFLY_PACKET_SHIM_H
 #define BUTTERFLY_PACKET_SHIM_H
-// AF_PACKET with mmap'd TPACKET_V3 rings (packet(7), Documentation/networking/packet_mmap.rst):
+// AF_PACKET with mmap'd TPACKET_V2 rings (packet(7), Documentation/networking/packet_mmap.rst):
 // the kernel structs come from <linux/if_packet.h> itself, so Swift reads the kernel's own
 // layout; packet_shim.c `_Static_assert`s the sizes and offsets the Swift side relies on.
 // <linux/if_packet.h> and glibc's <netpacket/packet.h> define the same structs: never include
@@ -9,10 +9,10 @@
 #include <linux/if_packet.h>
 #include <stdint.h>
 
-/// Bytes of `struct tpacket3_hdr` rounded up to TPACKET_ALIGNMENT: where the `sockaddr_ll`
+/// Bytes of `struct tpacket2_hdr` rounded up to TPACKET_ALIGNMENT: where the `sockaddr_ll`
 /// of a received frame starts, and where the data of a transmit slot starts (the kernel sends
 /// from `tp_hdrlen - sizeof(struct sockaddr_ll)` unless PACKET_TX_HAS_OFF is set).
-enum { CBUTTERFLY_TPACKET3_HEADER_LENGTH = 48 };
+enum { CBUTTERFLY_TPACKET2_HEADER_LENGTH = 32 };
 
 /// Offset of `sll_pkttype` (PACKET_HOST, PACKET_OUTGOING, …) in `struct sockaddr_ll`.
 enum { CBUTTERFLY_SLL_PKTTYPE_OFFSET = 10 };
@@ -31,32 +31,26 @@ int cbutterfly_packet_interface_mtu(int fd, const char *name, int *mtu);
 // Ring ownership words are shared with the kernel, which writes them from softirq context on
 // another CPU: read them with acquire (the frame data the kernel wrote before handing over is
 // visible after) and write them with release (our frame data is visible before the kernel
-// sees the slot as its own).
+// sees the slot as its own). TPACKET_V2: every RX frame and TX slot starts with its own
+// `struct tpacket2_hdr`, whose `tp_status` is the ownership word.
 
-/// `block_status` of an RX block (`struct tpacket_block_desc`), acquire.
-static inline uint32_t cbutterfly_tpacket_block_status(const void *block) {
-    const struct tpacket_block_desc *descriptor = block;
-    return __atomic_load_n(&descriptor->hdr.bh1.block_status, __ATOMIC_ACQUIRE);
-}
-
-/// Hands an RX block back to the kernel (TP_STATUS_KERNEL), release: every read of its frames
-/// happens before.
-static inline void cbutterfly_tpacket_block_release(void *block) {
-    struct tpacket_block_desc *descriptor = block;
-    __atomic_store_n(&descriptor->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-}
-
-/// `tp_status` of a TX slot (`struct tpacket3_hdr`), acquire.
-static inline uint32_t cbutterfly_tpacket_slot_status(const void *slot) {
-    const struct tpacket3_hdr *header = slot;
+/// `tp_status` of an RX frame or TX slot, acquire.
+static inline uint32_t cbutterfly_tpacket2_status(const void *frame) {
+    const struct tpacket2_hdr *header = frame;
     return __atomic_load_n(&header->tp_status, __ATOMIC_ACQUIRE);
+}
+
+/// Hands an RX frame back to the kernel (TP_STATUS_KERNEL), release: every read of it happens
+/// before.
+static inline void cbutterfly_tpacket2_release(void *frame) {
+    struct tpacket2_hdr *header = frame;
+    __atomic_store_n(&header->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
 }
 
 /// Fills a TX slot's header and hands it to the kernel (TP_STATUS_SEND_REQUEST), release: the
 /// frame bytes, already copied after the header, are visible to the kernel before the status.
-static inline void cbutterfly_tpacket_slot_submit(void *slot, uint32_t length) {
-    struct tpacket3_hdr *header = slot;
-    header->tp_next_offset = 0;  // V3 transmit refuses variable-sized slots
+static inline void cbutterfly_tpacket2_submit(void *slot, uint32_t length) {
+    struct tpacket2_hdr *header = slot;
     header->tp_len = length;
     header->tp_snaplen = length;
     __atomic_store_n(&header->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
