@@ -611,6 +611,8 @@ public final class PacketSocketPort: PacketPort {
 
     /// The kernel's receive counters, accumulated since the port opened. A syscall: call it
     /// from statistics reporting, not per batch.
+    public var kernelDrops: UInt64 { kernelStatistics().drops }
+
     public func kernelStatistics() -> KernelStatistics {
         var statistics = tpacket_stats()
         var length = socklen_t(MemoryLayout<tpacket_stats>.size)

@@ -237,12 +237,20 @@ struct VXLANTests {
             "python3 \(Self.tools)/hostile_underlay.py \(namespaces.prefix)ua \(mac) 198.51.100.1 198.51.100.2 700"
         )
         #expect(sent.status == 0, "\(sent)")
-        usleep(500_000)
+        // A frame longer than a packet buffer (the link's MTU raised for it): refused by the
+        // port itself, counted as port-receive within a second.
+        try sh("ip -n \(hostA.name) link set \(namespaces.prefix)ua mtu 3000")
+        try sh("ip -n \(hostB.name) link set \(namespaces.prefix)ub mtu 3000")
+        let jumbo =
+            "\(mac.replacingOccurrences(of: ":", with: ""))020000000001" + "0800" + String(repeating: "45", count: 2486)
+        let big = try namespaces.exec(hostA.name, "python3 \(Self.tools)/send_frame.py \(namespaces.prefix)ua \(jumbo)")
+        #expect(big.status == 0, "\(big)")
+        usleep(1_500_000)
         let after = try underlayDrops()
         // At least the hostile frames (the link's own IPv6 chatter may add to not-vxlan).
         for (reason, count) in [
             ("truncated", 2), ("bad-vxlan-flags", 1), ("unknown-vni", 1), ("ip-options-or-fragment", 2),
-            ("not-for-this-vtep", 1), ("not-vxlan", 3),
+            ("not-for-this-vtep", 1), ("not-vxlan", 3), ("port-receive", 1),
         ] {
             #expect((after[reason] ?? 0) - (before[reason] ?? 0) >= count, "\(reason): \(before) → \(after)")
         }

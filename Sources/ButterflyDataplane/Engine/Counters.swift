@@ -21,6 +21,13 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case underlayOther
     /// A trace file could not be opened (counted once per attempt, not per packet).
     case traceUnavailable
+    /// Dropped by the port before the engine saw it: truncated by the ring, larger than a
+    /// buffer, a refused offload (super-frame), no free buffer. Copied from the port's own
+    /// counter once a second.
+    case portReceive
+    /// Dropped by the kernel because the underlay's receive ring was full (the worker fell
+    /// behind). Read from the socket once a second.
+    case ringOverflow
 
     public var name: String {
         switch self {
@@ -41,6 +48,8 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .unresolvedNeighbor: "unresolved-neighbor"
         case .underlayOther: "underlay-other"
         case .traceUnavailable: "trace-unavailable"
+        case .portReceive: "port-receive"
+        case .ringOverflow: "ring-overflow"
         }
     }
 }
@@ -81,6 +90,11 @@ public final class CounterBlock: @unchecked Sendable {
     @inlinable
     public func countDrop(_ reason: DropReason, packets: Int = 1) {
         cbutterfly_counter_add(slots + 4 + reason.rawValue, UInt64(packets))
+    }
+
+    /// Sets a drop counter kept elsewhere (a port's own, the kernel's) to its current total.
+    public func setDrops(_ reason: DropReason, to total: UInt64) {
+        cbutterfly_counter_store(slots + 4 + reason.rawValue, total)
     }
 
     /// A consistent-enough snapshot for the API (each value is exact; they are read one by one).

@@ -18,6 +18,13 @@ public protocol PacketPort: AnyObject {
     func transmit(_ batch: PacketBatch, pool: PacketPool) -> Int
     /// Frames and bytes the port dropped itself (receive side, transmit side).
     var portDrops: PortDropCounters { get }
+    /// Frames the kernel dropped before the port could take them (a full receive ring); may
+    /// cost a system call, so the worker reads it once a second.
+    var kernelDrops: UInt64 { get }
+}
+
+extension PacketPort {
+    public var kernelDrops: UInt64 { 0 }
 }
 
 public struct PortDropCounters: Sendable, Equatable {

@@ -252,6 +252,13 @@ public final class Worker: @unchecked Sendable {
         for vni in vnis.keys {
             vnis[vni]!.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
         }
+        // Ports count their own drops in plain fields (one writer, this thread); publish them
+        // where the control plane reads, once a second.
+        for case let guest? in slots {
+            guard let port = guest.port, let counters = guest.attachment?.counters else { continue }
+            counters.setDrops(.portReceive, to: port.portDrops.receiveDropped)
+        }
+        underlay?.publishPortCounters(self)
     }
 
     // MARK: Adoption
@@ -409,6 +416,8 @@ public protocol UnderlayProcessing: AnyObject {
     func flush(_ worker: Worker)
     /// Called after a new configuration was adopted (join/leave groups, peers).
     func adopt(_ worker: Worker)
+    /// Copies the port's own drop counters into the worker's global counters (once a second).
+    func publishPortCounters(_ worker: Worker)
     /// Sends a guest frame of `vni` to the network: to the VTEP that owns `destination`
     /// (a remote location ≤ -2), or flooded (BUM) when `location` is -1.
     func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker)

@@ -165,6 +165,11 @@ public final class VXLANUnderlay: UnderlayProcessing {
         return received
     }
 
+    public func publishPortCounters(_ worker: Worker) {
+        worker.globalCounters.setDrops(.portReceive, to: port.portDrops.receiveDropped)
+        worker.globalCounters.setDrops(.ringOverflow, to: port.kernelDrops)
+    }
+
     public func flush(_ worker: Worker) {
         guard !transmitBatch.isEmpty else { return }
         transmit(worker)

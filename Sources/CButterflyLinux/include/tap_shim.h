@@ -27,6 +27,10 @@ static inline void cbutterfly_counter_add(uint64_t *counter, uint64_t value) {
     __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + value, __ATOMIC_RELAXED);
 }
 
+static inline void cbutterfly_counter_store(uint64_t *counter, uint64_t value) {
+    __atomic_store_n(counter, value, __ATOMIC_RELAXED);
+}
+
 static inline uint64_t cbutterfly_counter_load(const uint64_t *counter) {
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
