@@ -399,8 +399,11 @@ public final class PacketSocketPort: PacketPort {
                         header: offload,
                         maximumSegmentFrame: PacketPool.maximumFrame
                     )
-                    // Not enough room left in this batch: leave the frame for the next call.
-                    if segmenter.segmentCount > room &- appended && appended > 0 { break frames }
+                    // Not enough batch room or free buffers: leave the frame in the ring for the
+                    // next call (buffers return as soon as this pass flushes). Only a batch too
+                    // small for one super-frame cuts what fits and counts the rest.
+                    let needed = segmenter.segmentCount
+                    if needed > pool.available || (needed > room &- appended && appended > 0) { break frames }
                     var produced = 0
                     while !segmenter.isFinished {
                         guard appended < room, var packet = pool.allocate() else {
@@ -423,6 +426,17 @@ public final class PacketSocketPort: PacketPort {
                 // Safe: the frame lies in its slot (checked above) and the buffer holds
                 // `maximumFrame` bytes after the headroom.
                 pool.data(packet).copyMemory(from: frame + dataOffset, byteCount: length)
+                // A local sender behind a veth may leave its checksum to "the NIC": complete it.
+                if offload.flags & VirtioNetHeader.needsChecksum != 0,
+                    offload.completeChecksum(pool.data(packet), length: length) != nil
+                {
+                    pool.release(packet)
+                    offloadErrors &+= 1
+                    dropped &+= 1
+                    cbutterfly_tpacket2_release(frame)
+                    frameIndex = frameIndex &+ 1 == receiveFrameCount ? 0 : frameIndex &+ 1
+                    continue
+                }
                 packet.length = UInt16(truncatingIfNeeded: length)
                 packet.port = inputPort
                 output[appended] = packet
@@ -470,7 +484,9 @@ public final class PacketSocketPort: PacketPort {
         while index < count {
             let packet = batch.buffer[index]
             let length = Int(packet.length)
-            if sendsSuperFrames, index &+ 1 < count,
+            // A super-frame's datagrams are each within the MTU (the kernel checks only the
+            // super-frame, so the first datagram, the longest, is checked here).
+            if sendsSuperFrames, index &+ 1 < count, length >= minimum && length <= maximum,
                 var run = UDPCoalescer(frame: pool.data(packet), length: length, limit: superFrameLimit)
             {
                 var members = 1
@@ -479,12 +495,13 @@ public final class PacketSocketPort: PacketPort {
                     guard run.append(pool.data(next), length: Int(next.length)) else { break }
                     members &+= 1
                 }
-                if members > 1 {
-                    // Order on the wire: what the ring holds goes first.
-                    if queued != 0 {
-                        kick()
-                        queued = 0
-                    }
+                // Order on the wire: what the ring holds goes first. If the ring could not be
+                // emptied (a short kick), the run waits in the ring behind it instead.
+                if members > 1 && (queued != 0 || pendingKick != .none) {
+                    kick()
+                    queued = 0
+                }
+                if members > 1 && pendingKick == .none {
                     if sendSuperFrame(run, batch: batch, from: index, members: members, pool: pool) {
                         sent &+= members
                         index &+= members

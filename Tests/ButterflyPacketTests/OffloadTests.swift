@@ -11,6 +11,7 @@ struct TCPFrameBuilder {
     var options: [UInt8] = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]  // NOP NOP timestamps
     var identification = 0x1234
     var sourcePort = 40000
+    var dontFragment = true
 
     func frame(payload: [UInt8], checksum: Bool = true) -> [UInt8] {
         var frame: [UInt8] = [0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1]
@@ -27,7 +28,8 @@ struct TCPFrameBuilder {
             pseudo = ipv6PseudoHeader(ipv6("2001:db8::1"), ipv6("2001:db8::2"), length: tcpLength, nextHeader: 6)
         } else {
             let source = octets(ipv4("203.0.113.1")), destination = octets(ipv4("203.0.113.2"))
-            var ip: [UInt8] = [0x45, 0] + be16(20 + tcpLength) + be16(identification) + [0x40, 0, 64, 6, 0, 0]
+            var ip: [UInt8] = [0x45, 0] + be16(20 + tcpLength) + be16(identification)
+            ip += [dontFragment ? 0x40 : 0, 0, 64, 6, 0, 0]
             ip += source + destination
             let ipSum = referenceChecksum(ip)
             ip[10] = UInt8(ipSum >> 8)
@@ -336,6 +338,23 @@ func tcpChecksumValid(_ frame: [UInt8]) -> Bool {
         later.options = [1, 1, 8, 10, 0, 0, 0, 8, 0, 0, 0, 9]
         later.sequence = 1_000_000 + 1448
         #expect(coalesce([run[0], later.frame(payload: pattern(1448))]).runs == [1, 1])
+    }
+
+    @Test func checksIPv4HeadersAndIdentificationsLikeGRO() {
+        // DF clear: identifications must follow each other.
+        var builder = TCPFrameBuilder()
+        builder.dontFragment = false
+        let run = cut(builder, payload: pattern(1448 * 3))
+        #expect(coalesce(run).runs == [3], "a segmenter's ids increase by one")
+        var second = builder
+        second.sequence = 1_000_000 + 1448
+        second.identification = 0x1234 + 7
+        #expect(coalesce([run[0], second.frame(payload: Array(pattern(1448 * 3)[1448..<2896]))]).runs == [1, 1])
+        // An IPv4 header whose checksum does not verify is never merged (and so never given
+        // a fresh checksum); every other header byte is compared with the first segment's.
+        var corrupted = run[1]
+        corrupted[24] ^= 0x01
+        #expect(coalesce([run[0], corrupted, run[2]]).runs == [1, 1, 1])
     }
 
     @Test func stopsBeforeSixtyFourKiB() {

@@ -25,9 +25,10 @@ public enum DropReason: Int, CaseIterable, Sendable {
     /// buffer, a refused offload (super-frame), no free buffer. Copied from the port's own
     /// counter once a second.
     case portReceive
-    /// Dropped by the kernel because the underlay's receive ring was full (the worker fell
-    /// behind). Read from the socket once a second.
-    case ringOverflow
+    /// Dropped by the kernel before the underlay port: its receive ring was full (the worker
+    /// fell behind), or a frame the virtio-net header cannot describe (a GSO type other than
+    /// TCP or UDP). Read from the socket once a second.
+    case kernelReceive
 
     public var name: String {
         switch self {
@@ -49,7 +50,7 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .underlayOther: "underlay-other"
         case .traceUnavailable: "trace-unavailable"
         case .portReceive: "port-receive"
-        case .ringOverflow: "ring-overflow"
+        case .kernelReceive: "kernel-receive"
         }
     }
 }

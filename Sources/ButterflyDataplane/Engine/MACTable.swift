@@ -1,6 +1,11 @@
-/// Learned MAC → location for one VNI: open addressing with linear probing in a fixed array,
-/// so lookups and updates on the packet path never allocate. Entries age out: an entry not
+/// Learned MAC → location for one VNI: open addressing with linear probing in flat arrays, so
+/// lookups and updates on the packet path never allocate. Entries age out: an entry not
 /// refreshed for `ageLimit` ticks is treated as absent and its slot reused.
+///
+/// The table starts at `capacity` and doubles when 3/4 full, up to `maximumCapacity` (the
+/// only allocation on the packet path, amortized: a VNI that learned its MACs never allocates
+/// again). At the maximum it stops learning and the VNI floods unknown destinations; nothing
+/// fails. The bound exists because the network side can claim any inner source MAC.
 ///
 /// ```
 ///  slot: key (MAC + 1, 0 = empty) │ location (Int32) │ lastSeen (tick)
@@ -10,22 +15,40 @@ public struct MACTable {
     @usableFromInline var keys: UnsafeMutablePointer<UInt64>
     @usableFromInline var locations: UnsafeMutablePointer<Int32>
     @usableFromInline var lastSeen: UnsafeMutablePointer<UInt32>
-    @usableFromInline let mask: Int
+    @usableFromInline var mask: Int
     @usableFromInline var storedCount = 0
+    /// Slots the table may grow to.
+    @usableFromInline let maximumSlots: Int
     public var count: Int { storedCount }
+    /// Entries the table holds before it grows (or, at its maximum, stops learning).
+    public var capacity: Int { (mask + 1) * 3 / 4 }
 
-    /// `capacity` is rounded up to a power of two; the table never holds more than 3/4 of it
-    /// (a full table stops learning and floods, it never fails).
-    public init(capacity: Int) {
+    /// Slots for `entries` at a load of at most 3/4, a power of two.
+    static func slots(for entries: Int) -> Int {
         var size = 16
-        while size < capacity * 4 / 3 { size <<= 1 }
+        while size * 3 / 4 < entries { size <<= 1 }
+        return size
+    }
+
+    /// `capacity` entries before the first growth; at most `maximumCapacity` (default: no
+    /// growth).
+    public init(capacity: Int, maximumCapacity: Int? = nil) {
+        let size = Self.slots(for: capacity)
         mask = size - 1
-        keys = .allocate(capacity: size)
+        maximumSlots = max(size, Self.slots(for: maximumCapacity ?? capacity))
+        (keys, locations, lastSeen) = Self.allocateSlots(size)
+    }
+
+    static func allocateSlots(_ size: Int) -> (
+        UnsafeMutablePointer<UInt64>, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UInt32>
+    ) {
+        let keys = UnsafeMutablePointer<UInt64>.allocate(capacity: size)
         keys.initialize(repeating: 0, count: size)
-        locations = .allocate(capacity: size)
+        let locations = UnsafeMutablePointer<Int32>.allocate(capacity: size)
         locations.initialize(repeating: 0, count: size)
-        lastSeen = .allocate(capacity: size)
+        let lastSeen = UnsafeMutablePointer<UInt32>.allocate(capacity: size)
         lastSeen.initialize(repeating: 0, count: size)
+        return (keys, locations, lastSeen)
     }
 
     /// Frees the storage; the table must not be used afterwards.
@@ -66,7 +89,12 @@ public struct MACTable {
                 return
             }
             if found == 0 {
-                guard storedCount < (mask + 1) * 3 / 4 else { return }
+                if storedCount >= (mask + 1) * 3 / 4 {
+                    guard mask + 1 < maximumSlots else { return }  // at the maximum: flood
+                    grow()
+                    learn(mac, location: location, now: now)
+                    return
+                }
                 keys[slot] = key
                 locations[slot] = location
                 lastSeen[slot] = now
@@ -75,6 +103,26 @@ public struct MACTable {
             }
             slot = (slot &+ 1) & mask
         }
+    }
+
+    /// Doubles the slots and re-inserts every entry (aged ones too: `sweep` removes those).
+    @usableFromInline
+    mutating func grow() {
+        let oldSize = mask + 1
+        let (oldKeys, oldLocations, oldLastSeen) = (keys, locations, lastSeen)
+        let size = oldSize * 2
+        (keys, locations, lastSeen) = Self.allocateSlots(size)
+        mask = size - 1
+        for old in 0..<oldSize where oldKeys[old] != 0 {
+            var slot = Self.hash(oldKeys[old] &- 1) & mask
+            while keys[slot] != 0 { slot = (slot &+ 1) & mask }
+            keys[slot] = oldKeys[old]
+            locations[slot] = oldLocations[old]
+            lastSeen[slot] = oldLastSeen[old]
+        }
+        oldKeys.deallocate()
+        oldLocations.deallocate()
+        oldLastSeen.deallocate()
     }
 
     /// Removes entries older than `ageLimit` and those whose location matches `forget`

@@ -30,7 +30,10 @@ public final class Worker: @unchecked Sendable {
         /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
         /// per port, so this stays small: waking costs that many calls per port).
         public var idlePollsBeforeSleep = 16
+        /// MAC entries per VNI before its table first grows, and the most it grows to
+        /// (MACTable: beyond that the VNI floods unknown destinations).
         public var macTableCapacity = 4096
+        public var macTableMaximum = 1 << 20
         public init() {}
     }
 
@@ -339,7 +342,10 @@ public final class Worker: @unchecked Sendable {
 
     private func joinVNI(slot: Int, vni: UInt32) {
         if vnis[vni] == nil {
-            vnis[vni] = VNISwitch(vni: vni, table: MACTable(capacity: settings.macTableCapacity))
+            vnis[vni] = VNISwitch(
+                vni: vni,
+                table: MACTable(capacity: settings.macTableCapacity, maximumCapacity: settings.macTableMaximum)
+            )
         }
         vnis[vni]!.members.append(slot)
     }

@@ -167,7 +167,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
 
     public func publishPortCounters(_ worker: Worker) {
         worker.globalCounters.setDrops(.portReceive, to: port.portDrops.receiveDropped)
-        worker.globalCounters.setDrops(.ringOverflow, to: port.kernelDrops)
+        worker.globalCounters.setDrops(.kernelReceive, to: port.kernelDrops)
     }
 
     public func flush(_ worker: Worker) {

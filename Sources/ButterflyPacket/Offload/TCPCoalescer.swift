@@ -12,8 +12,10 @@
 ///   the TCP sequence number, checksum and PSH flag (so same ports, ACK, window and options,
 ///   timestamps included);
 /// - continues the sequence exactly, after a full-sized previous segment without PSH;
-/// - carries a TCP checksum that verifies — a corrupted segment is never hidden inside a
-///   frame whose checksum the guest will not check (`NEEDS_CSUM` means "trust me");
+/// - carries a TCP checksum and an IPv4 header checksum that verify — a corrupted segment is
+///   never hidden inside a frame whose checksums the guest will not check (`NEEDS_CSUM` means
+///   "trust me") or that gets a fresh IPv4 header checksum;
+/// - over IPv4 without DF, has the next IP identification (as Linux GRO requires);
 /// - keeps the merged IP datagram within 65,535 bytes.
 ///
 /// The caller writes the first segment's frame (patched by `finish`) followed by the payload
@@ -31,6 +33,8 @@ public struct TCPCoalescer {
     /// Total frame bytes once merged (first frame + others' payloads).
     public private(set) var mergedLength: Int
     @usableFromInline var nextSequence: UInt32
+    /// The identification the next IPv4 segment must carry when DF is clear (nil: not checked).
+    @usableFromInline var nextIdentification: UInt16?
     @usableFromInline var open = true
     @usableFromInline var pushSeen = false
 
@@ -41,8 +45,12 @@ public struct TCPCoalescer {
             layout.ipLengthMatches(frame, length: length)
         else { return nil }
         let flags = frame.load(fromByteOffset: layout.transportOffset &+ 13, as: UInt8.self)
-        guard flags & ~TCPFrame.pushFlag == TCPFrame.ackFlag, layout.tcpChecksumIsValid(frame, length: length)
+        guard flags & ~TCPFrame.pushFlag == TCPFrame.ackFlag, layout.ipHeaderIsValid(frame),
+            layout.tcpChecksumIsValid(frame, length: length)
         else { return nil }
+        if !layout.isIPv6 && frame.loadBigEndian16(at: layout.networkOffset &+ 6) & 0x4000 == 0 {
+            nextIdentification = frame.loadBigEndian16(at: layout.networkOffset &+ 4) &+ 1
+        }
         first = frame
         self.layout = layout
         segmentSize = length &- layout.headerLength
@@ -66,12 +74,15 @@ public struct TCPCoalescer {
             sameFlowHeaders(frame),
             frame.loadBigEndian32(at: layout.transportOffset &+ 4) == nextSequence,
             layout.ipLengthMatches(frame, length: length),
+            nextIdentification.map({ frame.loadBigEndian16(at: layout.networkOffset &+ 4) == $0 }) ?? true,
+            layout.ipHeaderIsValid(frame),
             layout.tcpChecksumIsValid(frame, length: length)
         else { return false }
         let flags = frame.load(fromByteOffset: layout.transportOffset &+ 13, as: UInt8.self)
         count &+= 1
         mergedLength &+= payload
         nextSequence &+= UInt32(truncatingIfNeeded: payload)
+        if let identification = nextIdentification { nextIdentification = identification &+ 1 }
         if flags & TCPFrame.pushFlag != 0 { pushSeen = true }
         if pushSeen || payload < segmentSize { open = false }
         return true

@@ -97,6 +97,13 @@ public struct TCPFrame: Equatable, Sendable {
         return Int(frame.loadBigEndian16(at: networkOffset &+ 2)) == length &- networkOffset
     }
 
+    /// True for IPv6 (no header checksum) or an IPv4 header whose checksum verifies: a merged
+    /// or cut frame gets a fresh header checksum, which must not launder a corrupted header.
+    @inlinable
+    public func ipHeaderIsValid(_ frame: UnsafeRawPointer) -> Bool {
+        isIPv6 || InternetChecksum.compute(frame + networkOffset, length: transportOffset &- networkOffset) == 0
+    }
+
     /// Computes and stores the full TCP checksum of a frame of `length` bytes.
     @inlinable
     public func setTCPChecksum(_ frame: UnsafeMutableRawPointer, length: Int) {

@@ -94,6 +94,8 @@ public struct UDPSegmenter {
     ) throws(OffloadError) {
         guard header.gsoType == VirtioNetHeader.gsoUDPL4 else { throw .unsupportedSegmentation }
         guard let layout = UDPFrame(frame, length: length) else { throw .unsupportedSegmentation }
+        // Each datagram gets a fresh IPv4 header checksum: check the one it is copied from.
+        guard layout.isIPv6 || InternetChecksum.compute(frame + 14, length: 20) == 0 else { throw .badHeaderChecksum }
         let segmentSize = Int(header.segmentSize)
         let payload = length &- layout.headerLength
         guard segmentSize > 0, layout.headerLength &+ segmentSize <= maximumSegmentFrame,

@@ -87,6 +87,8 @@ public enum OffloadError: Error, Equatable, Sendable {
     case badChecksumOffset
     /// Shorter than its own headers claim.
     case truncated
+    /// The IPv4 header checksum of a super-frame does not verify.
+    case badHeaderChecksum
 }
 
 extension VirtioNetHeader {
