@@ -90,6 +90,13 @@ let package = Package(
         ),
         .testTarget(name: "ButterflyPacketTests", dependencies: ["ButterflyPacket"]),
         .testTarget(
+            name: "ButterflyDataplaneTests",
+            dependencies: [
+                "ButterflyDataplane", "ButterflyPacket",
+                .product(name: "HashTreeCollections", package: "swift-collections"),
+            ]
+        ),
+        .testTarget(
             name: "ButterflyPortsTests",
             dependencies: ["ButterflyPorts", "ButterflyPacket", "ButterflyDataplane"]
         ),

@@ -1,0 +1,77 @@
+import ButterflyDataplane
+import Testing
+
+@Suite struct MACTableTests {
+    @Test func learnsLooksUpAndAges() {
+        var table = MACTable(capacity: 64)
+        defer { table.deallocate() }
+        table.learn(0x5254_0000_0001, location: 3, now: 100)
+        #expect(table.lookup(0x5254_0000_0001, now: 100, ageLimit: 300) == 3)
+        #expect(table.lookup(0x5254_0000_0002, now: 100, ageLimit: 300) == -1)
+        table.learn(0x5254_0000_0001, location: 5, now: 200)  // moved
+        #expect(table.lookup(0x5254_0000_0001, now: 200, ageLimit: 300) == 5)
+        #expect(table.lookup(0x5254_0000_0001, now: 501, ageLimit: 300) == -1, "aged out")
+        table.sweep(now: 501, ageLimit: 300)
+        #expect(table.count == 0)
+    }
+
+    @Test func sweepForgetsADeletedNICsEntries() {
+        var table = MACTable(capacity: 64)
+        defer { table.deallocate() }
+        for mac in UInt64(1)...20 { table.learn(mac, location: Int32(mac % 2), now: 10) }
+        table.sweep(now: 10, ageLimit: 300, forget: { $0 == 1 })
+        #expect(table.count == 10)
+        for mac in UInt64(1)...20 {
+            #expect(table.lookup(mac, now: 10, ageLimit: 300) == (mac % 2 == 0 ? 0 : -1))
+        }
+    }
+
+    /// Random learning, moving and forgetting against a dictionary: backward-shift deletion
+    /// and growth must never lose or invent an entry.
+    @Test func agreesWithADictionaryUnderChurnAndGrowth() {
+        var table = MACTable(capacity: 16, maximumCapacity: 10_000)
+        defer { table.deallocate() }
+        var model: [UInt64: Int32] = [:]
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<200 {
+            for _ in 0..<50 {
+                // Few distinct MACs with colliding low bits, so probe chains form.
+                let mac = UInt64.random(in: 0..<600, using: &generator) << 16 | 0x5254
+                let location = Int32.random(in: 0..<8, using: &generator)
+                table.learn(mac, location: location, now: 1)
+                model[mac] = location
+            }
+            if round % 10 == 9 {
+                let gone = Int32.random(in: 0..<8, using: &generator)
+                table.sweep(now: 1, ageLimit: 300, forget: { $0 == gone })
+                model = model.filter { $0.value != gone }
+            }
+            #expect(table.count == model.count)
+        }
+        for (mac, location) in model { #expect(table.lookup(mac, now: 1, ageLimit: 300) == location) }
+        #expect(table.capacity >= model.count)
+    }
+
+    @Test func growsFromItsStartUpToItsMaximumThenStopsLearning() {
+        var table = MACTable(capacity: 16, maximumCapacity: 1000)
+        defer { table.deallocate() }
+        #expect(table.capacity == 24)  // 32 slots at 3/4
+        for mac in UInt64(1)...900 { table.learn(mac, location: Int32(mac & 7), now: 1) }
+        #expect(table.count == 900)
+        #expect(table.capacity >= 900)
+        for mac in UInt64(1)...900 { #expect(table.lookup(mac, now: 1, ageLimit: 300) == Int32(mac & 7)) }
+        // Past the maximum: new MACs are not learned (the VNI floods them), known ones stay.
+        for mac in UInt64(901)...3000 { table.learn(mac, location: 1, now: 1) }
+        #expect(table.count == table.capacity)
+        #expect(table.capacity < 2000)
+        for mac in UInt64(1)...900 { #expect(table.lookup(mac, now: 1, ageLimit: 300) == Int32(mac & 7)) }
+    }
+
+    @Test func withoutAMaximumItKeepsItsSize() {
+        var table = MACTable(capacity: 16)
+        defer { table.deallocate() }
+        for mac in UInt64(1)...100 { table.learn(mac, location: 0, now: 1) }
+        #expect(table.count == 24)
+        #expect(table.capacity == 24)
+    }
+}
