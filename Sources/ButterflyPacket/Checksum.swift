@@ -4,27 +4,21 @@ public enum InternetChecksum {
     /// big-endian 16-bit words starting at an even offset (an odd last byte is the high byte
     /// of a final word).
     ///
-    /// Eight bytes per step: the one's-complement sum is independent of byte order (RFC 1071
-    /// §2(B)), so the words are added as little-endian 64-bit loads with end-around carry and
-    /// the folded result is byte-swapped once. About four times faster than 16-bit steps, which
-    /// matters because segmentation and coalescing checksum every TCP payload.
+    /// The one's-complement sum is independent of byte order and word width (RFC 1071 §2(B),
+    /// and 2^16 ≡ 1 mod 0xFFFF), so the bytes are summed as little-endian 32-bit words into a
+    /// 64-bit accumulator — no carries to track, a plain reduction the compiler vectorizes —
+    /// then folded and byte-swapped once. Segmentation and merging checksum every TCP payload,
+    /// so this loop is the hottest user-space code under bulk TCP.
     @inlinable
     public static func add(_ pointer: UnsafeRawPointer, length: Int, to sum: UInt32 = 0) -> UInt32 {
         var accumulator: UInt64 = 0
-        var index = 0
-        while index &+ 8 <= length {
-            let (total, carry) = accumulator.addingReportingOverflow(
-                pointer.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            )
-            accumulator = total &+ (carry ? 1 : 0)
-            index &+= 8
+        let words = length >> 2
+        // Safe: `words * 4 <= length`. At most 2^32 additions of values below 2^32 cannot
+        // overflow 64 bits (frames are far shorter than 16 GiB).
+        for word in 0..<words {
+            accumulator &+= UInt64(pointer.loadUnaligned(fromByteOffset: word &<< 2, as: UInt32.self))
         }
-        // Fold to 32 bits before adding the tail, so the tail cannot overflow.
-        accumulator = (accumulator & 0xFFFF_FFFF) &+ (accumulator >> 32)
-        if index &+ 4 <= length {
-            accumulator &+= UInt64(pointer.loadUnaligned(fromByteOffset: index, as: UInt32.self))
-            index &+= 4
-        }
+        var index = words &<< 2
         if index &+ 2 <= length {
             accumulator &+= UInt64(pointer.loadUnaligned(fromByteOffset: index, as: UInt16.self))
             index &+= 2

@@ -39,6 +39,7 @@ import Testing
                 let mac = UInt64.random(in: 0..<600, using: &generator) << 16 | 0x5254
                 let location = Int32.random(in: 0..<8, using: &generator)
                 table.learn(mac, location: location, now: 1)
+                table.growIfNeeded()  // as often as it takes, so the model never floods
                 model[mac] = location
             }
             if round % 10 == 9 {
@@ -56,12 +57,25 @@ import Testing
         var table = MACTable(capacity: 16, maximumCapacity: 1000)
         defer { table.deallocate() }
         #expect(table.capacity == 24)  // 32 slots at 3/4
-        for mac in UInt64(1)...900 { table.learn(mac, location: Int32(mac & 7), now: 1) }
+        // Without a tick, a full table learns no more (it floods).
+        for mac in UInt64(1)...30 { table.learn(mac, location: Int32(mac & 7), now: 1) }
+        #expect(table.count == 24)
+        let grew = table.growIfNeeded()
+        #expect(grew)
+        #expect(table.capacity == 48)
+        // With ticks between bursts, it grows as it fills.
+        for mac in UInt64(1)...900 {
+            table.learn(mac, location: Int32(mac & 7), now: 1)
+            if mac % 8 == 0 { table.growIfNeeded() }
+        }
         #expect(table.count == 900)
         #expect(table.capacity >= 900)
         for mac in UInt64(1)...900 { #expect(table.lookup(mac, now: 1, ageLimit: 300) == Int32(mac & 7)) }
         // Past the maximum: new MACs are not learned (the VNI floods them), known ones stay.
-        for mac in UInt64(901)...3000 { table.learn(mac, location: 1, now: 1) }
+        for mac in UInt64(901)...3000 {
+            table.learn(mac, location: 1, now: 1)
+            table.growIfNeeded()
+        }
         #expect(table.count == table.capacity)
         #expect(table.capacity < 2000)
         for mac in UInt64(1)...900 { #expect(table.lookup(mac, now: 1, ageLimit: 300) == Int32(mac & 7)) }
@@ -70,7 +84,11 @@ import Testing
     @Test func withoutAMaximumItKeepsItsSize() {
         var table = MACTable(capacity: 16)
         defer { table.deallocate() }
-        for mac in UInt64(1)...100 { table.learn(mac, location: 0, now: 1) }
+        for mac in UInt64(1)...100 {
+            table.learn(mac, location: 0, now: 1)
+            let grew = table.growIfNeeded()
+            #expect(!grew)
+        }
         #expect(table.count == 24)
         #expect(table.capacity == 24)
     }

@@ -254,6 +254,7 @@ public final class Worker: @unchecked Sendable {
         lastSweep = now
         for vni in vnis.keys {
             vnis[vni]!.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
+            vnis[vni]!.table.growIfNeeded()
         }
         // Ports count their own drops in plain fields (one writer, this thread); publish them
         // where the control plane reads, once a second.
