@@ -461,28 +461,47 @@ private func isEchoReply(_ frame: [UInt8]) -> Bool {
         && frame[38] == 0x42 && frame[39] == 0x54
 }
 
-/// Writes a 98-byte ICMP echo request (RFC 792) from 198.51.100.1 (`documentationMAC`) to
-/// 198.51.100.2, identifier 0x4254, with valid IPv4 and ICMP checksums; returns its length.
-/// An IPv4/UDP frame from 198.51.100.1:5000 to 198.51.100.2:`port`, UDP checksum 0, its
-/// payload `payload` bytes of `fill`; returns its length.
-private func writeUDP(_ frame: UnsafeMutableRawPointer, to destination: UInt64, port: Int, payload: Int, fill: UInt8)
-    -> Int
-{
+/// Writes Ethernet (from `documentationMAC` to `destination`) and an IPv4 header from
+/// 198.51.100.1 to 198.51.100.2 with a valid checksum; returns where the IP payload starts.
+private func writeIPv4Headers(
+    _ frame: UnsafeMutableRawPointer,
+    to destination: UInt64,
+    protocol proto: UInt8,
+    payloadLength: Int,
+    identification: UInt16,
+    flags: UInt16
+) -> UnsafeMutableRawPointer {
     frame.storeMAC(destination, at: 0)
     frame.storeMAC(documentationMAC, at: 6)
     frame.storeBigEndian16(0x0800, at: 12)
     let ip = frame + 14
     ip.storeByte(0x45, at: 0)
     ip.storeByte(0, at: 1)
-    ip.storeBigEndian16(UInt16(20 + 8 + payload), at: 2)
-    ip.storeBigEndian32(0, at: 4)
+    ip.storeBigEndian16(UInt16(20 + payloadLength), at: 2)
+    ip.storeBigEndian16(identification, at: 4)
+    ip.storeBigEndian16(flags, at: 6)
     ip.storeByte(64, at: 8)
-    ip.storeByte(17, at: 9)
+    ip.storeByte(proto, at: 9)
     ip.storeBigEndian16(0, at: 10)
-    ip.storeBigEndian32(0xC633_6401, at: 12)
-    ip.storeBigEndian32(0xC633_6402, at: 16)
+    ip.storeBigEndian32(0xC633_6401, at: 12)  // 198.51.100.1
+    ip.storeBigEndian32(0xC633_6402, at: 16)  // 198.51.100.2
     ip.storeBigEndian16(InternetChecksum.compute(ip, length: 20), at: 10)
-    let udp = ip + 20
+    return ip + 20
+}
+
+/// An IPv4/UDP frame from 198.51.100.1:5000 to 198.51.100.2:`port`, UDP checksum 0, its
+/// payload `payload` bytes of `fill`; returns its length.
+private func writeUDP(_ frame: UnsafeMutableRawPointer, to destination: UInt64, port: Int, payload: Int, fill: UInt8)
+    -> Int
+{
+    let udp = writeIPv4Headers(
+        frame,
+        to: destination,
+        protocol: 17,
+        payloadLength: 8 + payload,
+        identification: 0,
+        flags: 0
+    )
     udp.storeBigEndian16(5000, at: 0)
     udp.storeBigEndian16(UInt16(port), at: 2)
     udp.storeBigEndian16(UInt16(8 + payload), at: 4)
@@ -583,24 +602,18 @@ private final class ReaderContext: @unchecked Sendable {
     }
 }
 
+/// Writes a 98-byte ICMP echo request (RFC 792) from 198.51.100.1 (`documentationMAC`) to
+/// 198.51.100.2, identifier 0x4254, with valid IPv4 and ICMP checksums; returns its length.
 private func writeEchoRequest(_ frame: UnsafeMutableRawPointer, to destination: UInt64, sequence: Int) -> Int {
     let payload = 56
-    frame.storeMAC(destination, at: 0)
-    frame.storeMAC(documentationMAC, at: 6)
-    frame.storeBigEndian16(0x0800, at: 12)
-    let ip = frame + 14
-    ip.storeByte(0x45, at: 0)
-    ip.storeByte(0, at: 1)
-    ip.storeBigEndian16(UInt16(20 + 8 + payload), at: 2)
-    ip.storeBigEndian16(UInt16(sequence), at: 4)
-    ip.storeBigEndian16(0x4000, at: 6)  // don't fragment
-    ip.storeByte(64, at: 8)
-    ip.storeByte(1, at: 9)  // ICMP
-    ip.storeBigEndian16(0, at: 10)
-    ip.storeBigEndian32(0xC633_6401, at: 12)  // 198.51.100.1
-    ip.storeBigEndian32(0xC633_6402, at: 16)  // 198.51.100.2
-    ip.storeBigEndian16(InternetChecksum.compute(ip, length: 20), at: 10)
-    let icmp = ip + 20
+    let icmp = writeIPv4Headers(
+        frame,
+        to: destination,
+        protocol: 1,
+        payloadLength: 8 + payload,
+        identification: UInt16(sequence),
+        flags: 0x4000
+    )  // don't fragment
     icmp.storeByte(8, at: 0)
     icmp.storeByte(0, at: 1)
     icmp.storeBigEndian16(0, at: 2)
