@@ -111,6 +111,22 @@ struct VXLANTests {
         let vm2 = try vm("v2", on: hostB, mac: "52:54:00:30:00:02", vni: 300, ipv4: "203.0.113.2/24")
         #expect(try namespaces.pings(from: vm1, to: "203.0.113.2", count: 5))
         #expect(try namespaces.pings(from: vm2, to: "203.0.113.1"))
+        // Bulk TCP: USO super-frames over IPv6 (the receiving daemon computes each datagram's
+        // UDP checksum, mandatory over IPv6); every byte must arrive.
+        let server = try ChildProcess(
+            "/usr/sbin/ip",
+            ["netns", "exec", vm2, "python3", "\(Self.tools)/tcp_transfer.py", "receive", "203.0.113.2", "7300"]
+        )
+        usleep(500_000)
+        let client = try namespaces.exec(
+            vm1,
+            "python3 \(Self.tools)/tcp_transfer.py send 203.0.113.2 7300 20000000",
+            timeout: 60
+        )
+        #expect(server.wait(timeout: 30) == 0)
+        let sent = client.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(sent.hasPrefix("20000000 "), "\(client)")
+        #expect(server.stdout.split(separator: "\n").last.map(String.init) == sent)
     }
 
     @Test func wireFormatIsVXLAN() throws {
