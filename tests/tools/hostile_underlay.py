@@ -65,6 +65,26 @@ def main():
         for reason, frame in frames:
             raw.send(frame)
             print(reason, len(frame))
+    # Super-frames (UDP segmentation offload, docs/OFFLOADS.md): a packet socket with
+    # PACKET_VNET_HDR hands the kernel one frame with a virtio-net header; across the veth it
+    # reaches the daemon whole and is cut there.
+    #  - 100 datagrams of 40 zero bytes each: every one a VXLAN header without the I flag;
+    #  - the same with a bad outer IPv4 header checksum: refused whole by the port.
+    payload = bytes(40 * 100)
+    for reason, bad in (("bad-vxlan-flags x100", False), ("port-receive", True)):
+        udp_header = struct.pack("!HHHH", 50000, 4789, 8 + len(payload), 0)
+        datagram = ipv4(s_ip, d_ip, udp_header + payload, bad_checksum=bad)
+        total = 8 + len(payload)
+        pseudo = s_ip + d_ip + struct.pack("!BBH", 0, 17, total)
+        partial = (~checksum(pseudo)) & 0xFFFF  # the folded pseudo-header sum, not complemented
+        datagram = datagram[:26] + struct.pack("!H", partial) + datagram[28:]
+        # flags NEEDS_CSUM, gso UDP_L4, hdr_len 42, gso_size 40, csum_start 34, csum_offset 6
+        header = struct.pack("<BBHHHH", 1, 5, 42, 40, 34, 6)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+            raw.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+            raw.bind((iface, 0))
+            raw.send(header + eth + datagram)
+            print(reason, len(eth + datagram))
 
 
 if __name__ == "__main__":
