@@ -54,11 +54,15 @@ public final class TapPort: PacketPort {
     }
 
     /// Creates the tap `name` with hardware address `mac` and brings it up.
+    /// With `offloads` (the default) the tap takes the virtio-net header and TSO; a kernel that
+    /// refuses them gets a plain tap (`offloads` then reads false).
     public init(name: String, mac: MACAddress, mtu: Int?, offloads: Bool = true) throws(Failure) {
         self.name = name
-        self.offloads = offloads
-        let fd = cbutterfly_tap_open(name, offloads ? 1 : 0)
+        var enabled: Int32 = offloads ? 1 : 0
+        let fd = cbutterfly_tap_open(name, &enabled)
         guard fd >= 0 else { throw Failure(operation: "cannot create tap \(name)", errno: errno) }
+        // What the kernel granted: without offloads, one frame per read and write.
+        self.offloads = enabled != 0
         fileDescriptor = fd
         var octets = mac.octets
         guard cbutterfly_interface_set_mac(name, &octets) == 0 else {

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int cbutterfly_tap_open(const char *name, int offloads) {
+int cbutterfly_tap_open(const char *name, int *offloads) {
     if (strlen(name) >= IFNAMSIZ) {
         errno = ENAMETOOLONG;
         return -1;
@@ -17,15 +17,20 @@ int cbutterfly_tap_open(const char *name, int offloads) {
     if (fd < 0) return -1;
     struct ifreq request;
     memset(&request, 0, sizeof(request));
-    request.ifr_flags = IFF_TAP | IFF_NO_PI | (offloads ? IFF_VNET_HDR : 0);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | (*offloads ? IFF_VNET_HDR : 0);
     strncpy(request.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &request) < 0) goto fail;
-    if (offloads) {
+    if (*offloads) {
         /* Every frame carries a 10-byte struct virtio_net_hdr; the kernel may hand over
            partial checksums and TCP super-frames (it segments UDP and ECN itself). */
         int header_size = 10;
-        if (ioctl(fd, TUNSETVNETHDRSZ, &header_size) < 0) goto fail;
-        if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) goto fail;
+        if (ioctl(fd, TUNSETVNETHDRSZ, &header_size) < 0 ||
+            ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) {
+            /* A kernel that refuses: the plain mode still works (a frame per read). */
+            close(fd);
+            *offloads = 0;
+            return cbutterfly_tap_open(name, offloads);
+        }
     }
     return fd;
 fail:;

@@ -444,19 +444,19 @@ struct PacketSocketPortTests {
 
 /// 00:00:5e:00:53:01, from the range RFC 7042 §2.1.2 reserves for documentation: the address
 /// the namespace believes 198.51.100.1 has.
-private let documentationMAC: UInt64 = 0x0000_5E00_5301
+let documentationMAC: UInt64 = 0x0000_5E00_5301
 
-private func loadMAC(_ frame: [UInt8], at offset: Int) -> UInt64 {
+func loadMAC(_ frame: [UInt8], at offset: Int) -> UInt64 {
     frame[offset..<offset + 6].reduce(0) { $0 << 8 | UInt64($1) }
 }
 
 /// An ICMP echo request 198.51.100.2 → 198.51.100.1 as the namespace's `ping` sends it.
-private func isEchoRequest(_ frame: [UInt8]) -> Bool {
+func isEchoRequest(_ frame: [UInt8]) -> Bool {
     frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 1 && frame[34] == 8
 }
 
 /// The namespace's answer to `writeEchoRequest` (identifier 0x4254).
-private func isEchoReply(_ frame: [UInt8]) -> Bool {
+func isEchoReply(_ frame: [UInt8]) -> Bool {
     frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 1 && frame[34] == 0
         && frame[38] == 0x42 && frame[39] == 0x54
 }
@@ -604,7 +604,7 @@ private final class ReaderContext: @unchecked Sendable {
 
 /// Writes a 98-byte ICMP echo request (RFC 792) from 198.51.100.1 (`documentationMAC`) to
 /// 198.51.100.2, identifier 0x4254, with valid IPv4 and ICMP checksums; returns its length.
-private func writeEchoRequest(_ frame: UnsafeMutableRawPointer, to destination: UInt64, sequence: Int) -> Int {
+func writeEchoRequest(_ frame: UnsafeMutableRawPointer, to destination: UInt64, sequence: Int) -> Int {
     let payload = 56
     let icmp = writeIPv4Headers(
         frame,
@@ -652,7 +652,7 @@ private func collect(
     return frames
 }
 
-private func waitReadable(_ fd: Int32, milliseconds: Int32) -> Bool {
+func waitReadable(_ fd: Int32, milliseconds: Int32) -> Bool {
     var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
     return poll(&descriptor, 1, milliseconds) == 1 && descriptor.revents & Int16(POLLIN) != 0
 }
@@ -663,9 +663,9 @@ private func monotonicMicroseconds() -> Int {
     return time.tv_sec * 1_000_000 + time.tv_nsec / 1000
 }
 
-private func monotonicMilliseconds() -> Int { monotonicNanoseconds() / 1_000_000 }
+func monotonicMilliseconds() -> Int { monotonicNanoseconds() / 1_000_000 }
 
-private func monotonicNanoseconds() -> Int {
+func monotonicNanoseconds() -> Int {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return now.tv_sec * 1_000_000_000 + now.tv_nsec
@@ -830,12 +830,12 @@ final class VethLab {
 }
 
 @discardableResult
-private func run(_ arguments: String...) throws -> String { try run(arguments, allowFailure: false) }
+func run(_ arguments: String...) throws -> String { try run(arguments, allowFailure: false) }
 
 /// Runs a program (found on PATH) to completion; returns its standard output, trimmed.
 /// Throws when it exits non-zero, unless `allowFailure`.
 @discardableResult
-private func run(_ arguments: [String], allowFailure: Bool) throws -> String {
+func run(_ arguments: [String], allowFailure: Bool) throws -> String {
     var pipeEnds: [Int32] = [-1, -1]
     guard pipe(&pipeEnds) == 0 else { throw LabError(description: "pipe: errno \(errno)") }
     var actions = posix_spawn_file_actions_t()
@@ -873,7 +873,7 @@ private func run(_ arguments: [String], allowFailure: Bool) throws -> String {
     return text
 }
 
-private func readFile(_ path: String) throws -> String {
+func readFile(_ path: String) throws -> String {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw LabError(description: "open \(path): errno \(errno)") }
     defer { close(fd) }
@@ -883,7 +883,7 @@ private func readFile(_ path: String) throws -> String {
     return trimmed(String(decoding: buffer[0..<count], as: UTF8.self))
 }
 
-private func writeFile(_ path: String, _ text: String) throws {
+func writeFile(_ path: String, _ text: String) throws {
     let fd = open(path, O_WRONLY | O_CLOEXEC)
     guard fd >= 0 else { throw LabError(description: "open \(path): errno \(errno)") }
     defer { close(fd) }
@@ -893,6 +893,6 @@ private func writeFile(_ path: String, _ text: String) throws {
     }
 }
 
-private func trimmed(_ text: String) -> String {
+func trimmed(_ text: String) -> String {
     String(text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
 }

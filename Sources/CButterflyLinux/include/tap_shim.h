@@ -3,10 +3,11 @@
 #include <stdint.h>
 
 /// Opens /dev/net/tun as a tap interface named `name` (IFF_TAP | IFF_NO_PI), non-blocking
-/// and close-on-exec. With `offloads`, also IFF_VNET_HDR (10-byte virtio-net header on every
-/// frame) and TUNSETOFFLOAD TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6. Returns the fd, or -1 with
+/// and close-on-exec. With `*offloads` set, also IFF_VNET_HDR (10-byte virtio-net header on
+/// every frame) and TUNSETOFFLOAD TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6; if the kernel refuses
+/// those, the tap is reopened without them and `*offloads` cleared. Returns the fd, or -1 with
 /// errno set.
-int cbutterfly_tap_open(const char *name, int offloads);
+int cbutterfly_tap_open(const char *name, int *offloads);
 
 /// Sets an interface's hardware address (SIOCSIFHWADDR). 0 or -1 with errno.
 int cbutterfly_interface_set_mac(const char *name, const uint8_t mac[6]);

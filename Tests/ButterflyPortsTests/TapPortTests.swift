@@ -1,0 +1,93 @@
+import ButterflyDataplane
+import ButterflyPacket
+import ButterflyPorts
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A real tap in both modes: created by the port, moved into a namespace of the test's own
+/// (198.51.100.2/24, IPv6 off, a permanent neighbour 198.51.100.1 at the documentation MAC),
+/// where the kernel's stack sends to and answers the port.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root: network namespaces and taps"))
+struct TapPortTests {
+    @Test(arguments: [false, true]) func framesGoBothWaysInEitherMode(offloads: Bool) throws {
+        let tag = offloads ? "o" : "p"
+        let namespace = "btnst\(tag)\(getpid())"
+        let name = "btt\(tag)\(getpid())"
+        let mac = MACAddress(value: 0x5254_00AA_0001)
+        try run("ip", "netns", "add", namespace)
+        defer { _ = try? run("ip", "netns", "delete", namespace) }
+        try run(
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1"
+        )
+        let port = try TapPort(name: name, mac: mac, mtu: 1500, offloads: offloads)
+        #expect(port.offloads == offloads)
+        try run("ip", "link", "set", name, "netns", namespace)
+        try run("ip", "-n", namespace, "link", "set", name, "up")
+        try run("ip", "-n", namespace, "address", "add", "198.51.100.2/24", "dev", name)
+        try run(
+            "ip",
+            "-n",
+            namespace,
+            "neighbour",
+            "replace",
+            "198.51.100.1",
+            "lladdr",
+            "00:00:5e:00:53:01",
+            "dev",
+            name,
+            "nud",
+            "permanent"
+        )
+        let pool = PacketPool(capacity: 64)
+        let batch = PacketBatch(capacity: 32)
+
+        // The namespace pings 198.51.100.1: its requests come out of the port, whole.
+        _ = try? run(
+            ["ip", "netns", "exec", namespace, "ping", "-c", "3", "-i", "0.05", "-W", "1", "198.51.100.1"],
+            allowFailure: true
+        )
+        var requests: [[UInt8]] = []
+        for _ in 0..<50 where requests.count < 3 {
+            if port.receive(into: batch, pool: pool) == 0 { usleep(10_000) }
+            for index in 0..<batch.count {
+                let frame = Array(
+                    UnsafeRawBufferPointer(start: pool.data(batch[index]), count: Int(batch[index].length))
+                )
+                if isEchoRequest(frame) { requests.append(frame) }
+            }
+            batch.releaseAll(to: pool)
+        }
+        #expect(requests.count == 3)
+        #expect(requests.allSatisfy { loadMAC($0, at: 6) == mac.value && $0.count == 98 })
+
+        // The port sends a request to the namespace, which answers through the port.
+        var packet = pool.allocate()!
+        packet.length = UInt16(writeEchoRequest(pool.data(packet), to: mac.value, sequence: 9))
+        batch.append(packet)
+        #expect(port.transmit(batch, pool: pool) == 1)
+        var replied = false
+        for _ in 0..<100 where !replied {
+            if port.receive(into: batch, pool: pool) == 0 { usleep(10_000) }
+            for index in 0..<batch.count {
+                let frame = Array(
+                    UnsafeRawBufferPointer(start: pool.data(batch[index]), count: Int(batch[index].length))
+                )
+                if isEchoReply(frame) { replied = true }
+            }
+            batch.releaseAll(to: pool)
+        }
+        #expect(replied, "the namespace's stack accepted the frame and answered")
+        #expect(port.portDrops == PortDropCounters())
+        #expect(pool.available == 64)
+    }
+}
