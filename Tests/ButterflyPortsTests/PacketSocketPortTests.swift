@@ -546,7 +546,6 @@ final class Background: @unchecked Sendable {
                     reader.append(buffer[0..<count])
                 }
                 close(reader.fd)
-                reader.finish()
                 return nil
             },
             box.toOpaque()
@@ -594,7 +593,6 @@ private final class ReaderContext: @unchecked Sendable {
         bytes += chunk
         pthread_mutex_unlock(&mutex)
     }
-    func finish() {}
     var text: String {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
