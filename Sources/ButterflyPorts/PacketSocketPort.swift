@@ -59,7 +59,7 @@ public final class PacketSocketPort: PacketPort {
         /// Receive frames: how many frames may wait while the worker is away.
         public var receiveFrameCount = 1024
         /// Bytes of one transmit slot (header included): a multiple of 16 that holds the
-        /// 48-byte header plus the largest frame sent.
+        /// 32-byte TPACKET_V2 header, the 10-byte virtio-net header and the largest frame sent.
         public var transmitSlotSize = 2048
         public var transmitSlotCount = 1024
         /// Receives frames for every destination MAC (the daemon owns the interface).
@@ -473,6 +473,9 @@ public final class PacketSocketPort: PacketPort {
         var sent = 0
         var dropped: UInt64 = 0
         var kickedForRoom = false
+        // After a kick that could not empty the ring, runs go through the ring for the rest
+        // of the batch: no system call per frame while the link is down or the socket full.
+        var superFramesThisBatch = sendsSuperFrames
         let maximum = maximumTransmitFrame
         let minimum = Self.ethernetHeaderLength
         let inFlight = Self.slotInFlight
@@ -486,7 +489,7 @@ public final class PacketSocketPort: PacketPort {
             let length = Int(packet.length)
             // A super-frame's datagrams are each within the MTU (the kernel checks only the
             // super-frame, so the first datagram, the longest, is checked here).
-            if sendsSuperFrames, index &+ 1 < count, length >= minimum && length <= maximum,
+            if superFramesThisBatch, index &+ 1 < count, length >= minimum && length <= maximum,
                 var run = UDPCoalescer(frame: pool.data(packet), length: length, limit: superFrameLimit)
             {
                 var members = 1
@@ -500,14 +503,24 @@ public final class PacketSocketPort: PacketPort {
                 if members > 1 && (queued != 0 || pendingKick != .none) {
                     kick()
                     queued = 0
+                    if pendingKick != .none { superFramesThisBatch = false }
                 }
-                if members > 1 && pendingKick == .none {
-                    if sendSuperFrame(run, batch: batch, from: index, members: members, pool: pool) {
+                if members > 1 && superFramesThisBatch {
+                    switch sendSuperFrame(run, batch: batch, from: index, members: members, pool: pool) {
+                    case .sent:
                         sent &+= members
                         index &+= members
                         continue
+                    case .dropped:
+                        // Counted by the caller as not sent (transmit-failed), like a full ring.
+                        dropped &+= UInt64(members)
+                        index &+= members
+                        superFramesThisBatch = false
+                        continue
+                    case .refused:
+                        // Headers restored: these frames go through the ring below.
+                        superFramesThisBatch = false
                     }
-                    // Refused (headers restored): these frames go through the ring below.
                 }
             }
             index &+= 1
@@ -551,11 +564,10 @@ public final class PacketSocketPort: PacketPort {
     }
 
     /// Sends `members` frames of `batch` from `from` as one USO super-frame with one
-    /// `sendmsg`. True when the kernel took it, or dropped it for lack of room (counted);
-    /// false when it refused the super-frame itself: the first frame's headers are then
-    /// restored, and super-frames are off from now on.
+    /// `sendmsg`: sent, dropped (no room in the socket, link down), or refused by the kernel —
+    /// then the first frame's headers are restored and super-frames are off from now on.
     private func sendSuperFrame(_ run: UDPCoalescer, batch: PacketBatch, from: Int, members: Int, pool: PacketPool)
-        -> Bool
+        -> Syscall.SendResult
     {
         let first = batch.buffer[from]
         let headerLength = run.layout.headerLength
@@ -577,15 +589,14 @@ public final class PacketSocketPort: PacketPort {
         case .sent:
             superFramesSent &+= 1
             datagramsInSuperFrames &+= UInt64(members)
-            return true
+            return .sent
         case .dropped:
-            portDrops.transmitDropped &+= UInt64(members)
-            return true
+            return .dropped
         case .refused:
             // A kernel or interface without USO (EINVAL, EOPNOTSUPP).
             run.first.copyMemory(from: savedHeaders, byteCount: headerLength)
             sendsSuperFrames = false
-            return false
+            return .refused
         }
     }
 

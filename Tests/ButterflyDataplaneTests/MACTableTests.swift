@@ -39,7 +39,7 @@ import Testing
                 let mac = UInt64.random(in: 0..<600, using: &generator) << 16 | 0x5254
                 let location = Int32.random(in: 0..<8, using: &generator)
                 table.learn(mac, location: location, now: 1)
-                table.growIfNeeded()  // as often as it takes, so the model never floods
+                table.resize(minimumCapacity: 16)  // as often as it takes, so the model never floods
                 model[mac] = location
             }
             if round % 10 == 9 {
@@ -60,13 +60,13 @@ import Testing
         // Without a tick, a full table learns no more (it floods).
         for mac in UInt64(1)...30 { table.learn(mac, location: Int32(mac & 7), now: 1) }
         #expect(table.count == 24)
-        let grew = table.growIfNeeded()
-        #expect(grew)
+        let grew = table.resize(minimumCapacity: 16)
+        #expect(grew == 32)
         #expect(table.capacity == 48)
         // With ticks between bursts, it grows as it fills.
         for mac in UInt64(1)...900 {
             table.learn(mac, location: Int32(mac & 7), now: 1)
-            if mac % 8 == 0 { table.growIfNeeded() }
+            if mac % 8 == 0 { table.resize(minimumCapacity: 16) }
         }
         #expect(table.count == 900)
         #expect(table.capacity >= 900)
@@ -74,11 +74,32 @@ import Testing
         // Past the maximum: new MACs are not learned (the VNI floods them), known ones stay.
         for mac in UInt64(901)...3000 {
             table.learn(mac, location: 1, now: 1)
-            table.growIfNeeded()
+            table.resize(minimumCapacity: 16)
         }
         #expect(table.count == table.capacity)
         #expect(table.capacity < 2000)
         for mac in UInt64(1)...900 { #expect(table.lookup(mac, now: 1, ageLimit: 300) == Int32(mac & 7)) }
+    }
+
+    @Test func shrinksBackWhenMostEntriesAgedOut() {
+        var table = MACTable(capacity: 16, maximumCapacity: 1000)
+        defer { table.deallocate() }
+        for mac in UInt64(1)...500 {
+            table.learn(mac, location: 0, now: mac < 490 ? 1 : 400)
+            table.resize(minimumCapacity: 16)
+        }
+        let grown = table.slotCount
+        #expect(grown >= 1024)
+        table.sweep(now: 400, ageLimit: 300)  // 489 entries age out, 11 stay
+        #expect(table.count == 11)
+        while table.resize(minimumCapacity: 16) < 0 {}
+        #expect(table.slotCount == 64, "halved while below 1/8 full: 11 entries fit 64 slots")
+        for mac in UInt64(490)...500 { #expect(table.lookup(mac, now: 400, ageLimit: 300) == 0) }
+        // Growth can be refused (the worker's budget across VNIs).
+        for mac in UInt64(1000)...1020 { table.learn(mac, location: 1, now: 400) }
+        #expect(table.count >= 32, "half of 64: would grow")
+        #expect(table.resize(minimumCapacity: 16, growthAllowed: false) == 0)
+        #expect(table.slotCount == 64)
     }
 
     @Test func withoutAMaximumItKeepsItsSize() {
@@ -86,8 +107,8 @@ import Testing
         defer { table.deallocate() }
         for mac in UInt64(1)...100 {
             table.learn(mac, location: 0, now: 1)
-            let grew = table.growIfNeeded()
-            #expect(!grew)
+            let grew = table.resize(minimumCapacity: 16)
+            #expect(grew == 0)
         }
         #expect(table.count == 24)
         #expect(table.capacity == 24)

@@ -2,10 +2,11 @@
 /// lookups and updates on the packet path never allocate. Entries age out: an entry not
 /// refreshed for `ageLimit` ticks is treated as absent and its slot reused.
 ///
-/// The table starts at `capacity` and, through `growIfNeeded` (once a second, off the packet
-/// path), doubles when half full, up to `maximumCapacity`. A table at 3/4 load stops learning
-/// until it grows, and at the maximum for good: the VNI floods unknown destinations, nothing
-/// fails. The bound exists because the network side can claim any inner source MAC.
+/// The table starts at `capacity` and, through `resize` (once a second, off the packet path),
+/// doubles when half full, up to the slots `maximumCapacity` needs, and halves again when
+/// below 1/8 full, down to its start. A table at 3/4 load stops learning until it grows, and at
+/// its largest for good: the VNI floods unknown destinations, nothing fails. The bound exists
+/// because the network side can claim any inner source MAC.
 ///
 /// ```
 ///  slot: key (MAC + 1, 0 = empty) │ location (Int32) │ lastSeen (tick)
@@ -104,23 +105,34 @@ public struct MACTable {
         }
     }
 
-    /// Doubles the table when it is half full (unless at its maximum). The worker calls it
-    /// once a second, with aging, never on the packet path: `learn` stays a fixed-size probe
-    /// (measured: a growth call inside `learn` halved the switch stage, 4.2 → 8.9 ns). Between
-    /// two calls a table still takes a quarter of its slots in new MACs before it floods.
-    /// Returns whether it grew.
+    /// Slots in use by the table (memory: 16 bytes each).
+    public var slotCount: Int { mask + 1 }
+
+    /// Doubles the table when it is half full (unless at its maximum or `growthAllowed` is
+    /// false: the worker's budget across VNIs), halves it when below 1/8 full (not below
+    /// `minimumCapacity`'s slots). The worker calls it once a second, with aging, never on the
+    /// packet path: `learn` stays a fixed-size probe (measured: a growth call inside `learn`
+    /// halved the switch stage, 4.2 → 8.9 ns). Between two calls a table still takes a quarter
+    /// of its slots in new MACs before it floods. Returns the change in slots.
     @discardableResult
-    public mutating func growIfNeeded() -> Bool {
-        guard Int(storedCount) >= (mask + 1) / 2, mask + 1 < maximumSlots else { return false }
-        grow()
-        return true
+    public mutating func resize(minimumCapacity: Int, growthAllowed: Bool = true) -> Int {
+        let size = mask + 1
+        if Int(storedCount) >= size / 2 {
+            guard growthAllowed, size < maximumSlots else { return 0 }
+            rehash(to: size * 2)
+            return size
+        }
+        if Int(storedCount) < size / 8, size / 2 >= Self.slots(for: minimumCapacity) {
+            rehash(to: size / 2)
+            return -size / 2
+        }
+        return 0
     }
 
-    /// Doubles the slots and re-inserts every entry (aged ones too: `sweep` removes those).
-    mutating func grow() {
+    /// Moves every entry into `size` slots (aged ones too: `sweep` removes those).
+    mutating func rehash(to size: Int) {
         let oldSize = mask + 1
         let (oldKeys, oldLocations, oldLastSeen) = (keys, locations, lastSeen)
-        let size = oldSize * 2
         (keys, locations, lastSeen) = Self.allocateSlots(size)
         mask = size - 1
         for old in 0..<oldSize where oldKeys[old] != 0 {

@@ -30,10 +30,14 @@ public final class Worker: @unchecked Sendable {
         /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
         /// per port, so this stays small: waking costs that many calls per port).
         public var idlePollsBeforeSleep = 16
-        /// MAC entries per VNI before its table first grows, and the most it grows to
-        /// (MACTable: beyond that the VNI floods unknown destinations).
+        /// MAC entries per VNI before its table first grows, and the entries its largest
+        /// table is sized for (2^18: 2^19 slots, 8 MiB, learning up to 3/4 of them); beyond, the
+        /// VNI floods unknown destinations (MACTable).
         public var macTableCapacity = 4096
-        public var macTableMaximum = 1 << 20
+        public var macTableMaximum = 1 << 18
+        /// MAC-table slots across every VNI of the worker (16 bytes each: 64 MiB): a hostile
+        /// underlay spraying inner MACs into many VNIs cannot grow memory past it.
+        public var macTableSlotBudget = 1 << 22
         public init() {}
     }
 
@@ -252,9 +256,16 @@ public final class Worker: @unchecked Sendable {
 
     private func sweep() {
         lastSweep = now
+        var tableSlots = 0
+        for vni in vnis.keys { tableSlots &+= vnis[vni]!.table.slotCount }
         for vni in vnis.keys {
             vnis[vni]!.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
-            vnis[vni]!.table.growIfNeeded()
+            // Doubling adds the table's own slots: only within the budget.
+            let room = settings.macTableSlotBudget &- tableSlots &- vnis[vni]!.table.slotCount
+            tableSlots &+= vnis[vni]!.table.resize(
+                minimumCapacity: settings.macTableCapacity,
+                growthAllowed: room >= 0
+            )
         }
         // Ports count their own drops in plain fields (one writer, this thread); publish them
         // where the control plane reads, once a second.
