@@ -624,8 +624,8 @@ func writeEchoRequest(_ frame: UnsafeMutableRawPointer, to destination: UInt64, 
 
 /// Receives until `expecting` frames matching `filter` arrived (or 3 s passed), copying each
 /// out and releasing its buffer; other frames are released and ignored.
-private func collect(
-    from port: PacketSocketPort,
+func collect(
+    from port: any PacketPort,
     pool: PacketPool,
     batchCapacity: Int,
     expecting: Int,

@@ -56,17 +56,7 @@ struct TapPortTests {
             ["ip", "netns", "exec", namespace, "ping", "-c", "3", "-i", "0.05", "-W", "1", "198.51.100.1"],
             allowFailure: true
         )
-        var requests: [[UInt8]] = []
-        for _ in 0..<50 where requests.count < 3 {
-            if port.receive(into: batch, pool: pool) == 0 { usleep(10_000) }
-            for index in 0..<batch.count {
-                let frame = Array(
-                    UnsafeRawBufferPointer(start: pool.data(batch[index]), count: Int(batch[index].length))
-                )
-                if isEchoRequest(frame) { requests.append(frame) }
-            }
-            batch.releaseAll(to: pool)
-        }
+        let requests = collect(from: port, pool: pool, batchCapacity: 32, expecting: 3) { isEchoRequest($0) }
         #expect(requests.count == 3)
         #expect(requests.allSatisfy { loadMAC($0, at: 6) == mac.value && $0.count == 98 })
 
@@ -75,17 +65,8 @@ struct TapPortTests {
         packet.length = UInt16(writeEchoRequest(pool.data(packet), to: mac.value, sequence: 9))
         batch.append(packet)
         #expect(port.transmit(batch, pool: pool) == 1)
-        var replied = false
-        for _ in 0..<100 where !replied {
-            if port.receive(into: batch, pool: pool) == 0 { usleep(10_000) }
-            for index in 0..<batch.count {
-                let frame = Array(
-                    UnsafeRawBufferPointer(start: pool.data(batch[index]), count: Int(batch[index].length))
-                )
-                if isEchoReply(frame) { replied = true }
-            }
-            batch.releaseAll(to: pool)
-        }
+        let replies = collect(from: port, pool: pool, batchCapacity: 32, expecting: 1) { isEchoReply($0) }
+        let replied = replies.count == 1
         #expect(replied, "the namespace's stack accepted the frame and answered")
         #expect(port.portDrops == PortDropCounters())
         #expect(pool.available == 64)

@@ -16,12 +16,8 @@ public struct TCPSegmenter {
     /// cannot make one frame explode into thousands of tiny segments.
     public static let minimumSegmentSize = 48
 
-    public let frame: UnsafeMutableRawPointer
-    public let length: Int
     public let layout: TCPFrame
-    public let segmentSize: Int
-    @usableFromInline var payloadOffset: Int
-    @usableFromInline var index: Int = 0
+    @usableFromInline var cursor: SuperFrameCursor
     @usableFromInline let firstSequence: UInt32
     @usableFromInline let firstIdentification: UInt16
 
@@ -44,57 +40,47 @@ public struct TCPSegmenter {
         let segmentSize = Int(header.segmentSize)
         guard segmentSize >= Self.minimumSegmentSize, layout.headerLength &+ segmentSize <= maximumSegmentFrame
         else { throw .badSegmentSize }
-        self.frame = frame
-        self.length = length
         self.layout = layout
-        self.segmentSize = segmentSize
-        payloadOffset = layout.headerLength
+        cursor = SuperFrameCursor(
+            frame: frame,
+            length: length,
+            headerLength: layout.headerLength,
+            segmentSize: segmentSize
+        )
         firstSequence = frame.loadBigEndian32(at: layout.transportOffset &+ 4)
         firstIdentification = layout.isIPv6 ? 0 : frame.loadBigEndian16(at: layout.networkOffset &+ 4)
     }
 
-    /// True once every payload byte went into a segment (a super-frame without payload still
-    /// yields one segment: its headers).
+    /// True once every payload byte went into a segment.
     @inlinable
-    public var isFinished: Bool { payloadOffset >= length && index > 0 }
+    public var isFinished: Bool { cursor.isFinished }
 
     /// How many segments the whole super-frame makes.
     @inlinable
-    public var segmentCount: Int {
-        let payload = length &- layout.headerLength
-        return max(1, (payload &+ segmentSize &- 1) / segmentSize)
-    }
+    public var segmentCount: Int { cursor.segmentCount }
 
     /// Writes the next segment at `destination` (room for `layout.headerLength + segmentSize`
     /// bytes) and returns its length.
     @inlinable
     public mutating func writeNext(to destination: UnsafeMutableRawPointer) -> Int {
-        let chunk = min(segmentSize, length &- payloadOffset)
-        let headerLength = layout.headerLength
-        destination.copyMemory(from: frame, byteCount: headerLength)
-        destination.advanced(by: headerLength).copyMemory(from: frame + payloadOffset, byteCount: chunk)
-        let segmentLength = headerLength &+ chunk
-        let isFirst = index == 0
-        let isLast = payloadOffset &+ chunk >= length
+        let segment = cursor.copyNext(to: destination)
         let tcp = layout.transportOffset
-
         if !layout.isIPv6 {
             destination.storeBigEndian16(
-                firstIdentification &+ UInt16(truncatingIfNeeded: index),
+                firstIdentification &+ UInt16(truncatingIfNeeded: cursor.index &- 1),
                 at: layout.networkOffset &+ 4
             )
         }
-        layout.setIPLength(destination, frameLength: segmentLength)
-        let offsetInPayload = UInt32(truncatingIfNeeded: payloadOffset &- headerLength)
-        destination.storeBigEndian32(firstSequence &+ offsetInPayload, at: tcp &+ 4)
+        layout.setIPLength(destination, frameLength: segment.length)
+        destination.storeBigEndian32(
+            firstSequence &+ UInt32(truncatingIfNeeded: segment.payloadOffset),
+            at: tcp &+ 4
+        )
         var flags = destination.load(fromByteOffset: tcp &+ 13, as: UInt8.self)
-        if !isLast { flags &= ~(TCPFrame.finFlag | TCPFrame.pushFlag) }
-        if !isFirst { flags &= ~TCPFrame.cwrFlag }
+        if !segment.isLast { flags &= ~(TCPFrame.finFlag | TCPFrame.pushFlag) }
+        if !segment.isFirst { flags &= ~TCPFrame.cwrFlag }
         destination.storeBytes(of: flags, toByteOffset: tcp &+ 13, as: UInt8.self)
-        layout.setTCPChecksum(destination, length: segmentLength)
-
-        payloadOffset &+= chunk
-        index &+= 1
-        return segmentLength
+        layout.setTCPChecksum(destination, length: segment.length)
+        return segment.length
     }
 }

@@ -78,12 +78,8 @@ public struct UDPSegmenter {
     /// depending on the version): bounds the batch room a super-frame needs.
     public static let maximumSegments = 128
 
-    public let frame: UnsafeRawPointer
-    public let length: Int
     public let layout: UDPFrame
-    public let segmentSize: Int
-    @usableFromInline var payloadOffset: Int
-    @usableFromInline var index = 0
+    @usableFromInline var cursor: SuperFrameCursor
     @usableFromInline let firstIdentification: UInt16
 
     public init(
@@ -101,38 +97,34 @@ public struct UDPSegmenter {
         guard segmentSize > 0, layout.headerLength &+ segmentSize <= maximumSegmentFrame,
             payload <= segmentSize &* Self.maximumSegments
         else { throw .badSegmentSize }
-        self.frame = frame
-        self.length = length
         self.layout = layout
-        self.segmentSize = segmentSize
-        payloadOffset = layout.headerLength
+        cursor = SuperFrameCursor(
+            frame: frame,
+            length: length,
+            headerLength: layout.headerLength,
+            segmentSize: segmentSize
+        )
         firstIdentification = layout.isIPv6 ? 0 : frame.loadBigEndian16(at: 18)
     }
 
     @inlinable
-    public var isFinished: Bool { payloadOffset >= length && index > 0 }
+    public var isFinished: Bool { cursor.isFinished }
 
     @inlinable
-    public var segmentCount: Int {
-        max(1, (length &- layout.headerLength &+ segmentSize &- 1) / segmentSize)
-    }
+    public var segmentCount: Int { cursor.segmentCount }
 
     /// Writes the next datagram at `destination` and returns its length.
     @inlinable
     public mutating func writeNext(to destination: UnsafeMutableRawPointer) -> Int {
-        let chunk = min(segmentSize, length &- payloadOffset)
-        let headerLength = layout.headerLength
-        destination.copyMemory(from: frame, byteCount: headerLength)
-        destination.advanced(by: headerLength).copyMemory(from: frame + payloadOffset, byteCount: chunk)
-        let datagramLength = headerLength &+ chunk
+        let segment = cursor.copyNext(to: destination)
         if !layout.isIPv6 {
-            destination.storeBigEndian16(firstIdentification &+ UInt16(truncatingIfNeeded: index), at: 18)
+            destination.storeBigEndian16(firstIdentification &+ UInt16(truncatingIfNeeded: cursor.index &- 1), at: 18)
         }
-        layout.setLengths(destination, frameLength: datagramLength)
+        layout.setLengths(destination, frameLength: segment.length)
         let udp = layout.transportOffset
         destination.storeBigEndian16(0, at: udp &+ 6)
         if layout.isIPv6 {
-            let udpLength = datagramLength &- udp
+            let udpLength = segment.length &- udp
             let sum = InternetChecksum.add(
                 destination + udp,
                 length: udpLength,
@@ -141,9 +133,7 @@ public struct UDPSegmenter {
             let value = InternetChecksum.finish(sum)
             destination.storeBigEndian16(value == 0 ? 0xFFFF : value, at: udp &+ 6)
         }
-        payloadOffset &+= chunk
-        index &+= 1
-        return datagramLength
+        return segment.length
     }
 }
 
