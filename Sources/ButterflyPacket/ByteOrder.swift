@@ -1,14 +1,10 @@
 /// Unaligned big-endian (network order) loads and stores on raw packet bytes.
 extension UnsafeMutableRawPointer {
     @inlinable
-    public func loadBigEndian16(at offset: Int) -> UInt16 {
-        UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-    }
+    public func loadBigEndian16(at offset: Int) -> UInt16 { UnsafeRawPointer(self).loadBigEndian16(at: offset) }
 
     @inlinable
-    public func loadBigEndian32(at offset: Int) -> UInt32 {
-        UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-    }
+    public func loadBigEndian32(at offset: Int) -> UInt32 { UnsafeRawPointer(self).loadBigEndian32(at: offset) }
 
     @inlinable
     public func storeBigEndian16(_ value: UInt16, at offset: Int) {

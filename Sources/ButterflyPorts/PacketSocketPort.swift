@@ -569,22 +569,20 @@ public final class PacketSocketPort: PacketPort {
     private func sendSuperFrame(_ run: UDPCoalescer, batch: PacketBatch, from: Int, members: Int, pool: PacketPool)
         -> Syscall.SendResult
     {
-        let first = batch.buffer[from]
         let headerLength = run.layout.headerLength
         savedHeaders.copyMemory(from: run.first, byteCount: headerLength)
         run.finish().store(to: superFrameHeader)
-        vectors[0] = iovec(iov_base: superFrameHeader, iov_len: VirtioNetHeader.size)
-        vectors[1] = iovec(iov_base: pool.data(first), iov_len: Int(first.length))
-        for member in 1..<members {
-            let packet = batch.buffer[from &+ member]
-            vectors[member &+ 1] = iovec(
-                iov_base: pool.data(packet) + headerLength,
-                iov_len: Int(packet.length) &- headerLength
-            )
-        }
         var message = msghdr()
         message.msg_iov = vectors
-        message.msg_iovlen = members &+ 1
+        message.msg_iovlen = fillSuperFrameVectors(
+            vectors,
+            header: superFrameHeader,
+            batch: batch,
+            from: from,
+            members: members,
+            headerLength: headerLength,
+            pool: pool
+        )
         switch Syscall.send(segmentationSocket, &message) {
         case .sent:
             superFramesSent &+= 1

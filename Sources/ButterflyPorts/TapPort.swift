@@ -34,9 +34,6 @@ public final class TapPort: PacketPort {
     public static let queueLength: Int32 = 10_000
     /// Largest super-frame a guest may hand over (64 KiB of IP datagram plus link headers).
     static let largestFrame = 65_535 + 18
-    /// Most segments merged into one written frame (64 KiB / smallest useful segment is far
-    /// above what arrives in one batch; the bound keeps the iovec array fixed).
-    static let maximumRun = 64
 
     /// Where a super-frame lands: its first `PacketPool.maximumFrame` bytes go to a pool
     /// buffer (so ordinary frames need no copy), the rest here at offset `maximumFrame`; the
@@ -83,7 +80,7 @@ public final class TapPort: PacketPort {
         // Virtual memory only until a super-frame arrives (malloc'd, never touched before).
         scratch = .allocate(byteCount: Self.largestFrame + PacketPool.maximumFrame, alignment: 64)
         header = .allocate(byteCount: VirtioNetHeader.size, alignment: 8)
-        vectors = .allocate(capacity: Self.maximumRun + 1)
+        vectors = .allocate(capacity: TCPCoalescer.maximumSegments + 1)
     }
 
     deinit {
@@ -208,27 +205,27 @@ public final class TapPort: PacketPort {
             var frames = 1
             var written: Int
             if offloads {
-                var run = TCPCoalescer(frame: pool.data(first), length: Int(first.length))
-                if run != nil {
-                    while index &+ frames < count, frames < Self.maximumRun, run!.canGrow {
-                        let next = batch[index &+ frames]
-                        guard run!.append(pool.data(next), length: Int(next.length)) else { break }
+                var merged: TCPCoalescer?
+                if var run = TCPCoalescer(frame: pool.data(first), length: Int(first.length)) {
+                    while index &+ frames < count, run.canGrow,
+                        run.append(pool.data(batch[index &+ frames]), length: Int(batch[index &+ frames].length))
+                    {
                         frames &+= 1
                     }
+                    if frames > 1 { merged = run }
                 }
-                if frames > 1, let run {
-                    run.finish().store(to: header)
-                    vectors[0] = iovec(iov_base: header, iov_len: VirtioNetHeader.size)
-                    vectors[1] = iovec(iov_base: pool.data(first), iov_len: Int(first.length))
-                    let headerLength = run.layout.headerLength
-                    for part in 1..<frames {
-                        let packet = batch[index &+ part]
-                        vectors[part &+ 1] = iovec(
-                            iov_base: pool.data(packet) + headerLength,
-                            iov_len: Int(packet.length) &- headerLength
-                        )
-                    }
-                    written = writeFrame(vectors: frames &+ 1, expected: run.mergedLength &+ VirtioNetHeader.size)
+                if let merged {
+                    merged.finish().store(to: header)
+                    let entries = fillSuperFrameVectors(
+                        vectors,
+                        header: header,
+                        batch: batch,
+                        from: index,
+                        members: frames,
+                        headerLength: merged.layout.headerLength,
+                        pool: pool
+                    )
+                    written = writeFrame(vectors: entries, expected: merged.mergedLength &+ VirtioNetHeader.size)
                 } else {
                     VirtioNetHeader().store(to: header)
                     vectors[0] = iovec(iov_base: header, iov_len: VirtioNetHeader.size)

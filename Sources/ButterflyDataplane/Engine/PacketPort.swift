@@ -25,6 +25,15 @@ public protocol PacketPort: AnyObject {
 
 extension PacketPort {
     public var kernelDrops: UInt64 { 0 }
+
+    /// `transmit`, counting what the port could not send (a guest's queue full, a full ring,
+    /// a link down) as `transmit-failed` in `counters`.
+    @inline(__always)
+    func transmit(_ batch: PacketBatch, pool: PacketPool, failuresTo counters: CounterBlock?) {
+        let queued = batch.count
+        let sent = transmit(batch, pool: pool)
+        if sent < queued { counters?.countDrop(.transmitFailed, packets: queued &- sent) }
+    }
 }
 
 public struct PortDropCounters: Sendable, Equatable {

@@ -211,15 +211,6 @@ public final class Worker: @unchecked Sendable {
         return work
     }
 
-    /// Sends a guest's batch; frames the port could not write (the guest's queue full, its
-    /// link down) are counted as that NIC's `transmit-failed` drops.
-    @inline(__always)
-    func transmit(_ batch: PacketBatch, to port: any PacketPort, _ guest: GuestSlot) {
-        let queued = batch.count
-        let sent = port.transmit(batch, pool: pool)
-        if sent < queued { guest.attachment?.counters.countDrop(.transmitFailed, packets: queued &- sent) }
-    }
-
     func flush() {
         for slot in pendingTransmit {
             guard let guest = slots[slot] else { continue }
@@ -230,7 +221,7 @@ public final class Worker: @unchecked Sendable {
                 }
             }
             if let port = guest.port {
-                transmit(guest.transmitBatch, to: port, guest)
+                port.transmit(guest.transmitBatch, pool: pool, failuresTo: guest.attachment?.counters)
             } else {
                 guest.transmitBatch.releaseAll(to: pool)
             }

@@ -76,7 +76,7 @@ extension Worker {
         }
         let batch = guest.transmitBatch
         if batch.isFull, let port = guest.port {
-            transmit(batch, to: port, guest)
+            port.transmit(batch, pool: pool, failuresTo: guest.attachment?.counters)
         }
         if batch.isEmpty { pendingTransmit.append(slot) }
         batch.append(packet)

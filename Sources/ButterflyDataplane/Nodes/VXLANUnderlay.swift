@@ -172,15 +172,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
 
     public func flush(_ worker: Worker) {
         guard !transmitBatch.isEmpty else { return }
-        transmit(worker)
-    }
-
-    /// Sends the queued batch; what the port could not send (ring full, link down) is counted
-    /// as `transmit-failed`.
-    private func transmit(_ worker: Worker) {
-        let queued = transmitBatch.count
-        let sent = port.transmit(transmitBatch, pool: worker.pool)
-        if sent < queued { worker.globalCounters.countDrop(.transmitFailed, packets: queued &- sent) }
+        port.transmit(transmitBatch, pool: worker.pool, failuresTo: worker.globalCounters)
     }
 
     public func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker) {
@@ -288,7 +280,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
     }
 
     func queue(_ packet: Packet, worker: Worker) {
-        if transmitBatch.isFull { transmit(worker) }
+        if transmitBatch.isFull { port.transmit(transmitBatch, pool: worker.pool, failuresTo: worker.globalCounters) }
         worker.mainTrace?.record(worker.pool.data(packet), length: Int(packet.length))
         transmitBatch.append(packet)
         worker.globalCounters.countOut(bytes: Int(packet.length))

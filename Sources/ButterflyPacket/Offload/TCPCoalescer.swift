@@ -24,6 +24,9 @@ public struct TCPCoalescer {
     /// Largest IP datagram a merged frame may be (the IPv4 total-length field's range; IPv6
     /// could go further with jumbograms, which guests do not expect).
     public static let maximumDatagram = 65_535
+    /// Segments per merged frame: more than a 64 KiB datagram of full-sized segments holds,
+    /// and a fixed bound for the writer's scatter list.
+    public static let maximumSegments = 64
 
     public let first: UnsafeMutableRawPointer
     public let layout: TCPFrame
@@ -62,11 +65,11 @@ public struct TCPCoalescer {
 
     /// False once a segment ended the run (PSH, shorter than the segment size, size limit).
     @inlinable
-    public var canGrow: Bool { open }
+    public var canGrow: Bool { open && count < Self.maximumSegments }
 
     /// Adds `frame` to the run if it continues it; false (and the run unchanged) otherwise.
     public mutating func append(_ frame: UnsafeRawPointer, length: Int) -> Bool {
-        guard open else { return false }
+        guard canGrow else { return false }
         let headerLength = layout.headerLength
         let payload = length &- headerLength
         guard payload > 0, payload <= segmentSize,
