@@ -728,21 +728,7 @@ final class VethLab {
         try writeFile("/proc/sys/net/ipv4/conf/\(outside)/forwarding", "0")
         try run("ip", "link", "set", outside, "up")
         try run("ip", "-n", namespace, "link", "set", inside, "up")
-        try run("ip", "-n", namespace, "address", "add", "198.51.100.2/24", "dev", inside)
-        try run(
-            "ip",
-            "-n",
-            namespace,
-            "neighbour",
-            "replace",
-            "198.51.100.1",
-            "lladdr",
-            "00:00:5e:00:53:01",
-            "dev",
-            inside,
-            "nud",
-            "permanent"
-        )
+        try addLabAddresses(namespace: namespace, interface: inside)
         guard let outsideAddress = MACAddress(try readFile("/sys/class/net/\(outside)/address")),
             let insideAddress = MACAddress(try inNamespace("cat", "/sys/class/net/\(inside)/address"))
         else { throw LabError(description: "cannot read the veth MAC addresses") }
@@ -825,6 +811,27 @@ final class VethLab {
     private func inNamespace(_ arguments: String..., allowFailure: Bool = false) throws -> String {
         try run(["ip", "netns", "exec", namespace] + arguments, allowFailure: allowFailure)
     }
+}
+
+/// Gives `interface` in `namespace` 198.51.100.2/24 and a permanent neighbour 198.51.100.1 at
+/// the documentation MAC 00:00:5e:00:53:01, so the namespace's traffic to .1 leaves without
+/// ARP and is addressed to no host that exists.
+func addLabAddresses(namespace: String, interface: String) throws {
+    try run("ip", "-n", namespace, "address", "add", "198.51.100.2/24", "dev", interface)
+    try run(
+        "ip",
+        "-n",
+        namespace,
+        "neighbour",
+        "replace",
+        "198.51.100.1",
+        "lladdr",
+        "00:00:5e:00:53:01",
+        "dev",
+        interface,
+        "nud",
+        "permanent"
+    )
 }
 
 @discardableResult

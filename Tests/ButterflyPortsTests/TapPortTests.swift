@@ -33,21 +33,7 @@ struct TapPortTests {
         #expect(port.offloads == offloads)
         try run("ip", "link", "set", name, "netns", namespace)
         try run("ip", "-n", namespace, "link", "set", name, "up")
-        try run("ip", "-n", namespace, "address", "add", "198.51.100.2/24", "dev", name)
-        try run(
-            "ip",
-            "-n",
-            namespace,
-            "neighbour",
-            "replace",
-            "198.51.100.1",
-            "lladdr",
-            "00:00:5e:00:53:01",
-            "dev",
-            name,
-            "nud",
-            "permanent"
-        )
+        try addLabAddresses(namespace: namespace, interface: name)
         let pool = PacketPool(capacity: 64)
         let batch = PacketBatch(capacity: 32)
 
