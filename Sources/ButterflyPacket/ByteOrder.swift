@@ -48,4 +48,7 @@ extension UnsafeRawPointer {
     public func loadBigEndian32(at offset: Int) -> UInt32 {
         UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
+
+    @inlinable
+    public func loadByte(at offset: Int) -> UInt8 { load(fromByteOffset: offset, as: UInt8.self) }
 }

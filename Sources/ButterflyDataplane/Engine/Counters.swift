@@ -29,6 +29,28 @@ public enum DropReason: Int, CaseIterable, Sendable {
     /// fell behind), or a frame the virtio-net header cannot describe (a GSO type other than
     /// TCP or UDP). Read from the socket once a second.
     case kernelReceive
+    /// An IP header, extension header or upper-layer header whose lengths do not hold up.
+    case malformedIP
+    /// A guest sent an 802.1Q / 802.1ad tagged frame (guests are untagged ports).
+    case vlanTagged
+    /// An IP packet from a guest whose source is not one of the NIC's addresses.
+    case spoofedSourceIP
+    /// A neighbour solicitation for or from an address that is not the NIC's.
+    case spoofedNeighborSolicitation
+    /// A router advertisement or redirect sent by a guest.
+    case routerAdvertisement
+    /// A DHCP or DHCPv6 server reply sent by a guest.
+    case dhcpServer
+    /// Toward a NIC: no rule of its security groups allows it and no connection expects it.
+    case noRuleInbound
+    /// From a NIC: its outbound rules do not allow the destination.
+    case notAllowedOutbound
+    /// A TCP segment that does not fit the connection's state (e.g. an ACK opening nothing).
+    case invalidTCPState
+    /// A new connection found the connection table full of established entries.
+    case conntrackFull
+    /// A non-first fragment whose first fragment was not allowed (or never seen).
+    case fragment
 
     public var name: String {
         switch self {
@@ -51,6 +73,17 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .traceUnavailable: "trace-unavailable"
         case .portReceive: "port-receive"
         case .kernelReceive: "kernel-receive"
+        case .malformedIP: "malformed-ip"
+        case .vlanTagged: "vlan-tagged"
+        case .spoofedSourceIP: "spoofed-source-ip"
+        case .spoofedNeighborSolicitation: "spoofed-neighbor-solicitation"
+        case .routerAdvertisement: "router-advertisement"
+        case .dhcpServer: "dhcp-server"
+        case .noRuleInbound: "no-rule-inbound"
+        case .notAllowedOutbound: "not-allowed-outbound"
+        case .invalidTCPState: "invalid-tcp-state"
+        case .conntrackFull: "conntrack-full"
+        case .fragment: "fragment"
         }
     }
 }
