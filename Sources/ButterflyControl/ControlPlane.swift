@@ -37,7 +37,7 @@ public final class ControlPlane {
         let change = try operation(&model)
         guard reconciler.apply(change, from: model) else { return }
         if case .nic = change { cachedNICIDs = nil }
-        runtime?.publish(reconciler.snapshot, change: change)
+        runtime?.publish(reconciler.snapshot, change: change, changedNICs: reconciler.changedNICs)
     }
 
     /// Counters of one NIC, from the data plane.

@@ -16,8 +16,9 @@ import HashTreeCollections
 public protocol DataplaneBinding: AnyObject {
     /// Creates what `nic` needs before the model accepts it; throws to refuse the request.
     func prepare(_ nic: NIC, path: String) throws(APIError)
-    /// Hands over a new configuration after the model changed `change`.
-    func publish(_ config: DataplaneConfig, change: ModelChange)
+    /// Hands over a new configuration after the model changed `change`, which changed the
+    /// configuration of `changedNICs` (a group's change reaches every NIC it compiles into).
+    func publish(_ config: DataplaneConfig, change: ModelChange, changedNICs: [String])
     /// Live counters of one NIC.
     func counters(of id: String) -> NICCounters?
     /// Counters of the underlay and of drops not attributable to a NIC.
@@ -64,7 +65,7 @@ public final class DataplaneRuntime: DataplaneBinding {
     }
 
     /// Publishes a configuration after the model changed `change`.
-    public func publish(_ config: DataplaneConfig, change: ModelChange) {
+    public func publish(_ config: DataplaneConfig, change: ModelChange, changedNICs: [String]) {
         var removed: NICAttachment?
         if case .nic(let id) = change {
             if let attachment = prepared.removeValue(forKey: id) {
@@ -74,7 +75,7 @@ public final class DataplaneRuntime: DataplaneBinding {
                 removed = attachments.removeValue(forKey: id)
             }
         }
-        worker.publish(DataplaneUpdate(config: config, attachments: attachments))
+        worker.publish(DataplaneUpdate(config: config, attachments: attachments, changedNICs: changedNICs))
         if removed != nil {
             // The worker must stop using the port before it is closed (and before a NIC of
             // the same name can be created again); `removed` holds the last reference and

@@ -20,7 +20,9 @@ private final class RecordingDataplane: DataplaneBinding {
     }
 
     func prepare(_ nic: NIC, path: String) throws(APIError) {}
-    func publish(_ config: DataplaneConfig, change: ModelChange) { published?.versions.append(config.version) }
+    func publish(_ config: DataplaneConfig, change: ModelChange, changedNICs: [String]) {
+        published?.versions.append(config.version)
+    }
     func counters(of id: String) -> NICCounters? { nicCounters(id) }
 }
 

@@ -51,6 +51,14 @@ final class MemoryPort: PacketPort {
     static let ips: [String: UInt32] = ["a": 0xCB00_710A, "b": 0xCB00_710B, "c": 0xCB00_710C]  // 203.0.113.x
 
     init() {
+        // The switch is under test here, not the firewall: every NIC lets everything in.
+        let open = SecurityGroupConfig(
+            id: "open",
+            rules: [
+                FirewallRule(direction: .inbound, ipProtocol: nil, ports: nil, peer: .cidr(.v4(0), prefixLength: 0))
+            ],
+            members: []
+        )
         for (id, vni) in [("a", UInt32(10)), ("b", 10), ("c", 11)] {
             let port = MemoryPort(id)
             ports[id] = port
@@ -63,9 +71,14 @@ final class MemoryPort: PacketPort {
                 path: "",
                 ipAntiSpoof: true,
                 bypassFiltering: false,
-                securityGroups: [],
+                securityGroups: ["open"],
                 packetTracePath: nil,
                 sniffTarget: nil
+            )
+            config.nics[id]!.firewall = FirewallPolicy.compile(
+                config.nics[id]!,
+                groups: ["open": open],
+                generation: 1
             )
             attachments[id] = NICAttachment(nicID: id, port: port)
         }

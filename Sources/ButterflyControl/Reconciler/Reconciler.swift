@@ -12,6 +12,16 @@ public struct Reconciler: Sendable {
     /// Where default per-NIC traces go: `<traceDirectory>/butterfly-<pid>-<nic>.pcap`.
     public let traceDirectory: String
     private let processID: Int32
+    /// NICs whose configuration the last `apply` changed (what the worker must adopt).
+    public private(set) var changedNICs: [String] = []
+    /// Which NICs carry each group id (existing or not): a group's rules reach these.
+    private var nicsByGroup: [String: Set<String>] = [:]
+    /// Which groups have rules naming each group id as members: its members reach the NICs of
+    /// those groups.
+    private var groupsReferencing: [String: Set<String>] = [:]
+    /// Every compiled policy gets the next value, so the worker knows which tracked
+    /// connections to check again.
+    private var nextGeneration: UInt32 = 1
 
     public init(host: HostConfig, traceByDefault: Bool, traceDirectory: String, processID: Int32) {
         self.snapshot = DataplaneConfig(host: host)
@@ -27,14 +37,47 @@ public struct Reconciler: Sendable {
         case .none:
             return false
         case .nic(let id):
-            snapshot.nics[id] = model.nics[id].map(nicConfig)
+            if let old = snapshot.nics[id] {
+                for group in old.securityGroups { nicsByGroup[group]?.remove(id) }
+            }
+            if let nic = model.nics[id] {
+                var config = nicConfig(nic)
+                for group in config.securityGroups { nicsByGroup[group, default: []].insert(id) }
+                config.firewall = compile(config)
+                snapshot.nics[id] = config
+            } else {
+                snapshot.nics[id] = nil
+            }
+            changedNICs = [id]
         case .securityGroup(let id):
-            snapshot.securityGroups[id] = model.securityGroups[id].map {
+            if let old = snapshot.securityGroups[id] {
+                for case .members(let referenced) in old.rules.map(\.peer) { groupsReferencing[referenced]?.remove(id) }
+            }
+            let group = model.securityGroups[id].map {
                 SecurityGroupConfig(id: $0.id, rules: Array($0.rules), members: Set($0.members))
+            }
+            for case .members(let referenced) in (group?.rules ?? []).map(\.peer) {
+                groupsReferencing[referenced, default: []].insert(id)
+            }
+            snapshot.securityGroups[id] = group
+            // The NICs carrying the group, and those whose rules name it as members.
+            var affected = nicsByGroup[id] ?? []
+            for referencing in groupsReferencing[id] ?? [] { affected.formUnion(nicsByGroup[referencing] ?? []) }
+            changedNICs = affected.sorted()
+            for nicID in changedNICs {
+                guard var config = snapshot.nics[nicID] else { continue }
+                config.firewall = compile(config)
+                snapshot.nics[nicID] = config
             }
         }
         snapshot.version += 1
         return true
+    }
+
+    /// Compiles one NIC's groups against the current snapshot (control thread).
+    private mutating func compile(_ nic: NICConfig) -> FirewallPolicy {
+        defer { nextGeneration &+= 1 }
+        return FirewallPolicy.compile(nic, groups: snapshot.securityGroups, generation: nextGeneration)
     }
 
     /// The path the NIC reports back: its vhost-user socket or its tap interface name.

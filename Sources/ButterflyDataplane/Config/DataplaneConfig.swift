@@ -67,6 +67,9 @@ public struct NICConfig: Sendable, Equatable {
     /// pcap file the NIC's traffic is written to, when tracing is on.
     public var packetTracePath: String?
     public var sniffTarget: String?
+    /// The NIC's security groups compiled (by the control plane); `nil` is an empty policy:
+    /// nothing allowed in, anything allowed out.
+    public var firewall: FirewallPolicy?
 
     public init(
         id: String,
@@ -79,7 +82,8 @@ public struct NICConfig: Sendable, Equatable {
         bypassFiltering: Bool,
         securityGroups: [String],
         packetTracePath: String?,
-        sniffTarget: String?
+        sniffTarget: String?,
+        firewall: FirewallPolicy? = nil
     ) {
         self.id = id
         self.mac = mac
@@ -92,6 +96,7 @@ public struct NICConfig: Sendable, Equatable {
         self.securityGroups = securityGroups
         self.packetTracePath = packetTracePath
         self.sniffTarget = sniffTarget
+        self.firewall = firewall
     }
 }
 

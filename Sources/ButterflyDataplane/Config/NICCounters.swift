@@ -8,14 +8,18 @@ public struct NICCounters: Sendable, Equatable {
     public var outPackets: UInt64
     /// Drops by reason name.
     public var drops: [(reason: String, packets: UInt64)]
+    /// Connections tracked by the NIC's firewall (for the global block: by every NIC).
+    public var connections: UInt64
 
     public init(
         inBytes: UInt64 = 0,
         inPackets: UInt64 = 0,
         outBytes: UInt64 = 0,
         outPackets: UInt64 = 0,
-        drops: [(reason: String, packets: UInt64)] = []
+        drops: [(reason: String, packets: UInt64)] = [],
+        connections: UInt64 = 0
     ) {
+        self.connections = connections
         self.inBytes = inBytes
         self.inPackets = inPackets
         self.outBytes = outBytes
@@ -25,6 +29,7 @@ public struct NICCounters: Sendable, Equatable {
 
     public static func == (lhs: NICCounters, rhs: NICCounters) -> Bool {
         lhs.inBytes == rhs.inBytes && lhs.inPackets == rhs.inPackets && lhs.outBytes == rhs.outBytes
-            && lhs.outPackets == rhs.outPackets && lhs.drops.elementsEqual(rhs.drops, by: { $0 == $1 })
+            && lhs.outPackets == rhs.outPackets && lhs.connections == rhs.connections
+            && lhs.drops.elementsEqual(rhs.drops, by: { $0 == $1 })
     }
 }

@@ -98,7 +98,9 @@ public enum DropReason: Int, CaseIterable, Sendable {
 public final class CounterBlock: @unchecked Sendable {
     // Safe: slots are only touched through relaxed atomic helpers.
     @usableFromInline let slots: UnsafeMutablePointer<UInt64>
-    static let slotCount = 4 + DropReason.allCases.count
+    static let slotCount = 4 + DropReason.allCases.count + 1
+    /// The gauge after the drop counters: tracked connections.
+    static let connectionsSlot = 4 + DropReason.allCases.count
 
     public init() {
         slots = .allocate(capacity: Self.slotCount)
@@ -143,9 +145,17 @@ public final class CounterBlock: @unchecked Sendable {
             inPackets: cbutterfly_counter_load(slots),
             outBytes: cbutterfly_counter_load(slots + 3),
             outPackets: cbutterfly_counter_load(slots + 2),
-            drops: drops
+            drops: drops,
+            connections: cbutterfly_counter_load(slots + Self.connectionsSlot)
         )
     }
+
+    /// Tracked connections (a gauge the worker sets once a second).
+    public func setConnections(_ value: UInt64) {
+        cbutterfly_counter_store(slots + Self.connectionsSlot, value)
+    }
+
+    public var connections: UInt64 { cbutterfly_counter_load(slots + Self.connectionsSlot) }
 
     public func drops(_ reason: DropReason) -> UInt64 { cbutterfly_counter_load(slots + 4 + reason.rawValue) }
 }

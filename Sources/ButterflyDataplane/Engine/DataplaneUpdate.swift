@@ -23,9 +23,17 @@ public struct DataplaneUpdate: Sendable {
     /// By NIC id; a NIC without an attachment (e.g. a vhost-user NIC before its port exists)
     /// is configured but moves no packets.
     public var attachments: TreeDictionary<String, NICAttachment>
+    /// The NICs whose configuration or attachment changed since the previous update; `nil`
+    /// makes the worker compare every NIC (a first configuration, tests).
+    public var changedNICs: [String]?
 
-    public init(config: DataplaneConfig, attachments: TreeDictionary<String, NICAttachment>) {
+    public init(
+        config: DataplaneConfig,
+        attachments: TreeDictionary<String, NICAttachment>,
+        changedNICs: [String]? = nil
+    ) {
         self.config = config
         self.attachments = attachments
+        self.changedNICs = changedNICs
     }
 }

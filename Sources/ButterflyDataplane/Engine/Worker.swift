@@ -38,6 +38,12 @@ public final class Worker: @unchecked Sendable {
         /// MAC-table slots across every VNI of the worker (16 bytes each: 64 MiB): a hostile
         /// underlay spraying inner MACs into many VNIs cannot grow memory past it.
         public var macTableSlotBudget = 1 << 22
+        /// Tracked connections across every NIC of the worker (`--conntrack-max`); memory is
+        /// reserved up front and used as connections appear (~80 bytes each).
+        public var connectionCapacity = 1 << 20
+        /// Connection entries examined for expiry per pass over the ports (and 256 times that
+        /// once a second), so expiry never pauses the worker.
+        public var connectionCollectBudget = 64
         public init() {}
     }
 
@@ -67,10 +73,17 @@ public final class Worker: @unchecked Sendable {
     public internal(set) var mainTrace: PcapWriter?
     /// Optional underlay (VXLAN); nil in local mode.
     public var underlay: UnderlayProcessing?
+    /// Tracked connections of every NIC, each in its NIC's zone.
+    public let connections: ConnectionTable
+    /// Datagrams whose first fragment passed a firewall.
+    let fragments = FragmentTable()
+    /// Zones are never reused, so entries of a deleted NIC can never match a new one.
+    private var nextZone: UInt32 = 1
 
     public init(settings: Settings = Settings(), host: HostConfig) {
         self.settings = settings
         pool = PacketPool(capacity: settings.poolCapacity)
+        connections = ConnectionTable(capacity: settings.connectionCapacity)
         config = DataplaneConfig(host: host)
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -88,7 +101,19 @@ public final class Worker: @unchecked Sendable {
 
     /// Hands a new configuration to the worker; it is adopted between two batches.
     public func publish(_ update: DataplaneUpdate) {
-        mailbox.withLock { $0 = update }
+        mailbox.withLock { waiting in
+            var update = update
+            // A configuration the worker has not adopted yet is replaced: what it changed must
+            // still be adopted.
+            if let previous = waiting {
+                if let earlier = previous.changedNICs, let later = update.changedNICs {
+                    update.changedNICs = earlier + later
+                } else {
+                    update.changedNICs = nil
+                }
+            }
+            waiting = update
+        }
         pending.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
@@ -208,7 +233,15 @@ public final class Worker: @unchecked Sendable {
             work &+= underlay.poll(self)
         }
         flush()
+        if connections.count > 0 { collectConnections(budget: settings.connectionCollectBudget) }
         return work
+    }
+
+    /// Removes expired connections and those of NICs that are gone, `budget` entries at most.
+    func collectConnections(budget: Int) {
+        connections.collect(now: now, budget: budget) { slot, zone in
+            slot < slots.count && slots[slot]?.zone == zone
+        }
     }
 
     func flush() {
@@ -260,10 +293,14 @@ public final class Worker: @unchecked Sendable {
         }
         // Ports count their own drops in plain fields (one writer, this thread); publish them
         // where the control plane reads, once a second.
-        for case let guest? in slots {
-            guard let port = guest.port, let counters = guest.attachment?.counters else { continue }
-            counters.setDrops(.portReceive, to: port.portDrops.receiveDropped)
+        collectConnections(budget: settings.connectionCollectBudget * 256)
+        let perSlot = connections.countBySlot
+        for (slot, guest) in slots.enumerated() {
+            guard let guest, let counters = guest.attachment?.counters else { continue }
+            if let port = guest.port { counters.setDrops(.portReceive, to: port.portDrops.receiveDropped) }
+            counters.setConnections(slot < perSlot.count ? UInt64(max(0, perSlot[slot])) : 0)
         }
+        globalCounters.setConnections(UInt64(connections.count))
         underlay?.publishPortCounters(self)
     }
 
@@ -285,36 +322,53 @@ public final class Worker: @unchecked Sendable {
     /// ones in place. Learned MACs of NICs that stay are kept.
     func adopt(_ update: DataplaneUpdate) {
         flush()
-        let old = slotByID
-        for (id, slot) in old where update.config.nics[id] == nil {
-            removeSlot(slot, id: id)
-        }
-        for (id, nic) in update.config.nics {
-            let attachment = update.attachments[id]
-            if let slot = slotByID[id], let guest = slots[slot] {
-                if guest.attachment !== attachment {
-                    if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
-                    guest.attachment = attachment
-                    if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+        if let changed = update.changedNICs {
+            // Only what changed: O(changed NICs), whatever the NIC count.
+            for id in changed {
+                if let nic = update.config.nics[id] {
+                    adoptNIC(id: id, nic, attachment: update.attachments[id])
+                } else if let slot = slotByID[id] {
+                    removeSlot(slot, id: id)
                 }
-                if guest.config.vni != nic.vni {
-                    leaveVNI(slot: slot, vni: guest.config.vni)
-                    joinVNI(slot: slot, vni: nic.vni)
-                }
-                guest.config = nic
-                updateTrace(guest)
-            } else {
-                let slot = freeSlots.popLast() ?? slots.count
-                if slot == slots.count { slots.append(nil) }
-                slots[slot] = GuestSlot(config: nic, attachment: attachment)
-                slotByID[id] = slot
-                updateTrace(slots[slot]!)
-                joinVNI(slot: slot, vni: nic.vni)
-                if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            }
+        } else {
+            let old = slotByID
+            for (id, slot) in old where update.config.nics[id] == nil {
+                removeSlot(slot, id: id)
+            }
+            for (id, nic) in update.config.nics {
+                adoptNIC(id: id, nic, attachment: update.attachments[id])
             }
         }
         config = update.config
         underlay?.adopt(self)
+    }
+
+    /// Adds a NIC or updates it in place (its slot, zone, learned MACs and connections stay).
+    private func adoptNIC(id: String, _ nic: NICConfig, attachment: NICAttachment?) {
+        if let slot = slotByID[id], let guest = slots[slot] {
+            if guest.attachment !== attachment {
+                if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+                guest.attachment = attachment
+                if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            }
+            if guest.config.vni != nic.vni {
+                leaveVNI(slot: slot, vni: guest.config.vni)
+                joinVNI(slot: slot, vni: nic.vni)
+            }
+            guest.config = nic
+            updateTrace(guest)
+        } else {
+            let slot = freeSlots.popLast() ?? slots.count
+            if slot == slots.count { slots.append(nil) }
+            slots[slot] = GuestSlot(config: nic, attachment: attachment)
+            slotByID[id] = slot
+            updateTrace(slots[slot]!)
+            joinVNI(slot: slot, vni: nic.vni)
+            if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            slots[slot]!.zone = nextZone
+            nextZone &+= 1
+        }
     }
 
     /// Opens, reopens or closes a NIC's pcap trace to match its configuration.
@@ -387,8 +441,15 @@ public final class Worker: @unchecked Sendable {
 /// A guest NIC as the worker sees it.
 final class GuestSlot {
     var config: NICConfig {
-        didSet { antiSpoofPolicy = AntiSpoof.Policy(config) }
+        didSet {
+            antiSpoofPolicy = AntiSpoof.Policy(config)
+            firewall = config.firewall ?? .empty
+        }
     }
+    /// The NIC's connection-tracking zone (set once, when the NIC gets its slot).
+    var zone: UInt32 = 0
+    /// The compiled security groups (an empty policy when none were compiled).
+    private(set) var firewall: FirewallPolicy
     var attachment: NICAttachment?
     let transmitBatch = PacketBatch()
     /// Open while the NIC's packet trace is on.
@@ -400,6 +461,7 @@ final class GuestSlot {
         self.config = config
         self.attachment = attachment
         antiSpoofPolicy = AntiSpoof.Policy(config)
+        firewall = config.firewall ?? .empty
     }
 
     var port: (any PacketPort)? { attachment?.port }

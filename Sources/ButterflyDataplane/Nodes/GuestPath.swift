@@ -9,7 +9,10 @@ import ButterflyPacket
 ///                             counters              └─ unknown/broadcast/multicast ─► flood:
 ///                                                       every other local NIC + underlay BUM
 /// ```
-/// Drop reasons: `truncated`, anti-spoof reasons, `hairpin`, `no-buffer`.
+/// Every frame leaving a guest passes its NIC's outbound firewall, and every frame delivered to
+/// a guest (from another local NIC or from the network) its inbound firewall (Firewall.swift),
+/// unless the NIC bypasses filtering.
+/// Drop reasons: `truncated`, anti-spoof reasons, firewall reasons, `hairpin`, `no-buffer`.
 extension Worker {
     /// Minimum Ethernet header.
     static let ethernetHeader = 14
@@ -37,9 +40,14 @@ extension Worker {
                 drop(packet, .truncated, counters)
                 continue
             }
-            if !bypass, let reason = AntiSpoof.check(data, length: length, policy: policy) {
-                drop(packet, reason, counters)
-                continue
+            if !bypass {
+                let headers = FrameHeaders.walk(data, length: length)
+                if let reason = AntiSpoof.check(data, length: length, policy: policy)
+                    ?? filter(data, headers: headers, direction: .fromGuest, slot: slot, guest)
+                {
+                    drop(packet, reason, counters)
+                    continue
+                }
             }
             let source = data.loadMAC(at: 6)
             if source & (1 << 40) == 0 {
@@ -73,6 +81,19 @@ extension Worker {
         guard let guest = slots[slot] else {
             pool.release(packet)
             return
+        }
+        if !guest.config.bypassFiltering {
+            guard packet.length >= 14 else {
+                drop(packet, .truncated, guest.attachment?.counters ?? globalCounters)
+                return
+            }
+            let data = pool.data(packet)
+            let headers = FrameHeaders.walk(data, length: Int(packet.length))
+            if let reason = filter(data, headers: headers, direction: .toGuest, slot: slot, guest) {
+                guest.attachment?.counters.countDrop(reason)
+                pool.release(packet)
+                return
+            }
         }
         let batch = guest.transmitBatch
         if batch.isFull, let port = guest.port {

@@ -14,7 +14,8 @@
 /// length fields bound the payload, extension headers are bounded in number
 /// (`IPv6.maximumExtensionHeaders`), and a first fragment too short to hold its upper-layer
 /// header is `malformed` (the tiny-fragment attack of RFC 1858 cannot slip ports past a rule).
-/// Addresses are 128-bit values; IPv4 addresses sit in the low 32 bits.
+/// Addresses are 128-bit values; IPv4 addresses are IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291
+/// §2.5.5.2: the address in the low 32 bits), so one comparison serves both families.
 public struct FrameHeaders: Sendable {
     public enum Network: UInt8, Sendable {
         /// Not IP (ARP, LLDP, ...): `etherType` says what it is.
@@ -61,6 +62,9 @@ public struct FrameHeaders: Sendable {
     public var icmpCode: UInt8 = 0
 
     @inlinable public init() {}
+
+    /// `::ffff:0:0`, the block IPv4 addresses are placed in.
+    @inlinable public static var ipv4Mapped: UInt128 { 0xFFFF_0000_0000 }
 
     @inlinable public var isIP: Bool { network == .ipv4 || network == .ipv6 }
 
@@ -113,8 +117,8 @@ public struct FrameHeaders: Sendable {
         else { return }
         headers.network = .ipv4
         headers.networkEnd = ip &+ totalLength
-        headers.source = UInt128(data.loadBigEndian32(at: ip &+ 12))
-        headers.destination = UInt128(data.loadBigEndian32(at: ip &+ 16))
+        headers.source = ipv4Mapped | UInt128(data.loadBigEndian32(at: ip &+ 12))
+        headers.destination = ipv4Mapped | UInt128(data.loadBigEndian32(at: ip &+ 16))
         headers.ipProtocol = data.loadByte(at: ip &+ 9)
         let flagsAndOffset = data.loadBigEndian16(at: ip &+ 6)
         if flagsAndOffset & 0x3FFF != 0 {

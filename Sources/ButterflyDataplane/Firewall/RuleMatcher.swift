@@ -1,0 +1,296 @@
+/// One direction's security-group rules of a NIC, compiled into a lookup whose cost does not
+/// grow with the number of rules: a protocol table, then a binary search over the protocol's
+/// elementary port intervals, then a binary search over that interval's merged address ranges.
+///
+/// ```
+///  protocol ──► [0…255 | any] ─► port intervals  [0,22) [22,23) [23,80) [80,81) [81,65536)
+///                                    set index       -1     s0     -1      s1      -1
+///                                                    │                      │
+///  address (IPv4 as ::ffff:a.b.c.d) ───────────► s0: [lo,hi] [lo,hi] …   s1: [lo,hi] …
+/// ```
+///
+/// Every rule that covers an interval contributes its peer addresses to that interval's set;
+/// overlapping prefixes are merged into disjoint ranges, so a lookup is
+/// O(log intervals + log ranges). IPv4 lives in the IPv4-mapped block `::ffff:0:0/96`, and IPv6
+/// prefixes are compiled without that block, so `::/0` never admits IPv4.
+///
+/// The compiled form is flat memory owned by this object and never changes: the worker reads it
+/// with plain loads while the control plane builds the next one.
+public final class RuleMatcher: @unchecked Sendable {
+    // Safe: immutable after init; the buffers are freed in deinit only.
+
+    /// One rule as the compiler takes it: a protocol (nil = any), a destination-port range
+    /// (ignored for protocols without ports), and the peer's addresses as inclusive ranges in
+    /// the 128-bit space (see `Self.range`).
+    public struct Entry: Sendable, Equatable {
+        public var ipProtocol: UInt8?
+        public var ports: ClosedRange<UInt16>
+        public var peers: [ClosedRange<UInt128>]
+
+        public init(ipProtocol: UInt8?, ports: ClosedRange<UInt16>, peers: [ClosedRange<UInt128>]) {
+            self.ipProtocol = ipProtocol
+            self.ports = ports
+            self.peers = peers
+        }
+    }
+
+    /// Protocols whose rules select destination ports (TCP, UDP, SCTP, UDP-Lite).
+    @inlinable
+    public static func hasPorts(_ ipProtocol: UInt8) -> Bool {
+        ipProtocol == 6 || ipProtocol == 17 || ipProtocol == 132 || ipProtocol == 136
+    }
+
+    /// The IPv4-mapped block, where IPv4 addresses live in the matcher's 128-bit space.
+    public static let mappedIPv4: UInt128 = 0xFFFF_0000_0000
+
+    @inlinable
+    public static func key(ipv4: UInt32) -> UInt128 { mappedIPv4 | UInt128(ipv4) }
+
+    /// The range a prefix covers (host bits ignored), in the matcher's space; an IPv6 prefix
+    /// that contains the IPv4-mapped block yields the pieces around it.
+    public static func ranges(_ address: IPAddress, prefixLength: Int) -> [ClosedRange<UInt128>] {
+        switch address {
+        case .v4(let value):
+            let length = min(max(prefixLength, 0), 32)
+            let hostBits = UInt32(32 - length)
+            let mask: UInt32 = hostBits == 32 ? 0 : ~UInt32(0) << hostBits
+            let low = value & mask
+            let high = low | ~mask
+            return [key(ipv4: low)...key(ipv4: high)]
+        case .v6(let high, let low):
+            let length = min(max(prefixLength, 0), 128)
+            let value = UInt128(high) << 64 | UInt128(low)
+            let hostBits = 128 - length
+            let mask: UInt128 = hostBits == 128 ? 0 : ~UInt128(0) << hostBits
+            let start = value & mask
+            let end = start | ~mask
+            let blockStart = mappedIPv4
+            let blockEnd = mappedIPv4 | 0xFFFF_FFFF
+            guard start <= blockStart && end >= blockEnd else {
+                // Inside the block (an IPv4-mapped prefix) or beside it.
+                return start >= blockStart && end <= blockEnd ? [] : [start...end]
+            }
+            var pieces: [ClosedRange<UInt128>] = []
+            if start < blockStart { pieces.append(start...(blockStart - 1)) }
+            if end > blockEnd { pieces.append((blockEnd + 1)...end) }
+            return pieces
+        }
+    }
+
+    // Flat storage.
+    /// (low, high) pairs of every set, back to back.
+    @usableFromInline let ranges: UnsafeMutablePointer<UInt128>
+    /// Per set: first pair index and pair count.
+    @usableFromInline let sets: UnsafeMutablePointer<(first: Int32, count: Int32)>
+    /// Per protocol (0…255) and 256 = any protocol: first interval index and interval count
+    /// (count 0 = no rule for it).
+    @usableFromInline let protocols: UnsafeMutablePointer<(first: Int32, count: Int32)>
+    /// Interval start ports, ascending within each protocol, and the set of each interval
+    /// (-1: no rule covers it).
+    @usableFromInline let intervalStarts: UnsafeMutablePointer<UInt16>
+    @usableFromInline let intervalSets: UnsafeMutablePointer<Int32>
+    let rangeCount: Int
+    let setCount: Int
+    let intervalCount: Int
+    /// Number of rules compiled (for the CLI and counters).
+    public let ruleCount: Int
+
+    /// True when no rule was given (a direction with no rule at all).
+    public var isEmpty: Bool { ruleCount == 0 }
+
+    public init(_ entries: [Entry]) {
+        ruleCount = entries.count
+        var allRanges: [UInt128] = []
+        var allSets: [(Int32, Int32)] = []
+        var setIndex: [[ClosedRange<UInt128>]: Int32] = [:]
+        var allStarts: [UInt16] = []
+        var allIntervalSets: [Int32] = []
+        var protocolTable = [(first: Int32, count: Int32)](repeating: (0, 0), count: 257)
+
+        func internSet(_ peers: [ClosedRange<UInt128>]) -> Int32 {
+            let merged = Self.merge(peers)
+            if merged.isEmpty { return -1 }
+            if let index = setIndex[merged] { return index }
+            let index = Int32(allSets.count)
+            allSets.append((Int32(allRanges.count / 2), Int32(merged.count)))
+            for range in merged {
+                allRanges.append(range.lowerBound)
+                allRanges.append(range.upperBound)
+            }
+            setIndex[merged] = index
+            return index
+        }
+
+        var byProtocol: [Int: [Entry]] = [:]
+        for entry in entries { byProtocol[entry.ipProtocol.map(Int.init) ?? 256, default: []].append(entry) }
+        for (slot, group) in byProtocol.sorted(by: { $0.key < $1.key }) {
+            let first = Int32(allStarts.count)
+            if slot == 256 || !Self.hasPorts(UInt8(slot)) {
+                // No ports: one interval covering everything.
+                allStarts.append(0)
+                allIntervalSets.append(internSet(group.flatMap(\.peers)))
+            } else {
+                // Sweep line over port boundaries: each elementary interval gets the union of
+                // the peers of the rules covering it. Equal unions share one set.
+                var boundaries = Set<Int>([0])
+                for entry in group {
+                    boundaries.insert(Int(entry.ports.lowerBound))
+                    if entry.ports.upperBound < 65535 { boundaries.insert(Int(entry.ports.upperBound) + 1) }
+                }
+                let starts = boundaries.sorted()
+                var opening: [Int: [Int]] = [:]
+                var closing: [Int: [Int]] = [:]
+                for (index, entry) in group.enumerated() {
+                    opening[Int(entry.ports.lowerBound), default: []].append(index)
+                    closing[Int(entry.ports.upperBound) + 1, default: []].append(index)
+                }
+                var active = Set<Int>()
+                var previous: Int32 = -2
+                for start in starts {
+                    for index in closing[start] ?? [] { active.remove(index) }
+                    for index in opening[start] ?? [] { active.insert(index) }
+                    let set = active.isEmpty ? -1 : internSet(active.sorted().flatMap { group[$0].peers })
+                    // Adjacent intervals with the same set are one interval.
+                    if set == previous { continue }
+                    allStarts.append(UInt16(start))
+                    allIntervalSets.append(set)
+                    previous = set
+                }
+            }
+            protocolTable[slot] = (first, Int32(allStarts.count) - first)
+        }
+
+        rangeCount = allRanges.count / 2
+        setCount = allSets.count
+        intervalCount = allStarts.count
+        ranges = .allocate(capacity: max(1, allRanges.count))
+        ranges.initialize(from: allRanges, count: allRanges.count)
+        sets = .allocate(capacity: max(1, allSets.count))
+        for (index, set) in allSets.enumerated() { (sets + index).initialize(to: (set.0, set.1)) }
+        protocols = .allocate(capacity: 257)
+        protocols.initialize(from: protocolTable, count: 257)
+        intervalStarts = .allocate(capacity: max(1, allStarts.count))
+        intervalStarts.initialize(from: allStarts, count: allStarts.count)
+        intervalSets = .allocate(capacity: max(1, allIntervalSets.count))
+        intervalSets.initialize(from: allIntervalSets, count: allIntervalSets.count)
+    }
+
+    deinit {
+        ranges.deallocate()
+        sets.deallocate()
+        protocols.deallocate()
+        intervalStarts.deallocate()
+        intervalSets.deallocate()
+    }
+
+    /// Sorted, disjoint, non-adjacent ranges covering exactly the union of `ranges`.
+    static func merge(_ ranges: [ClosedRange<UInt128>]) -> [ClosedRange<UInt128>] {
+        let sorted = ranges.sorted { $0.lowerBound < $1.lowerBound }
+        var merged: [ClosedRange<UInt128>] = []
+        for range in sorted {
+            if let last = merged.last, last.upperBound == .max || range.lowerBound <= last.upperBound + 1 {
+                if range.upperBound > last.upperBound { merged[merged.count - 1] = last.lowerBound...range.upperBound }
+            } else {
+                merged.append(range)
+            }
+        }
+        return merged
+    }
+
+    /// True when a rule allows a packet of `ipProtocol` to destination port `port` (ignored
+    /// for protocols without ports) with `peer` (the source inbound, the destination outbound).
+    @inlinable
+    public func allows(ipProtocol: UInt8, port: UInt16, peer: UInt128) -> Bool {
+        if lookup(slot: 256, port: 0, peer: peer) { return true }
+        return lookup(slot: Int(ipProtocol), port: port, peer: peer)
+    }
+
+    @inlinable
+    func lookup(slot: Int, port: UInt16, peer: UInt128) -> Bool {
+        let table = protocols[slot]
+        guard table.count > 0 else { return false }
+        // Last interval whose start ≤ port (the first one starts at 0).
+        var low = Int(table.first)
+        var high = low &+ Int(table.count) &- 1
+        while low < high {
+            let middle = (low &+ high &+ 1) >> 1
+            if intervalStarts[middle] <= port { low = middle } else { high = middle &- 1 }
+        }
+        let set = intervalSets[low]
+        guard set >= 0 else { return false }
+        let pairs = sets[Int(set)]
+        // Last range whose low end ≤ peer.
+        var first = Int(pairs.first)
+        var last = first &+ Int(pairs.count) &- 1
+        guard ranges[first &* 2] <= peer else { return false }
+        while first < last {
+            let middle = (first &+ last &+ 1) >> 1
+            if ranges[middle &* 2] <= peer { first = middle } else { last = middle &- 1 }
+        }
+        return peer <= ranges[first &* 2 &+ 1]
+    }
+
+    /// Human-readable lines of what was compiled: per protocol, each port interval and its
+    /// merged address ranges (for `butterfly nic firewall`).
+    public func describe(peerWord: String = "from") -> [String] {
+        var lines: [String] = []
+        for slot in 0...256 {
+            let table = protocols[slot]
+            guard table.count > 0 else { continue }
+            let name = slot == 256 ? "all" : FirewallRule.protocolName(UInt8(slot))
+            for index in Int(table.first)..<Int(table.first + table.count) {
+                let set = intervalSets[index]
+                guard set >= 0 else { continue }
+                var ports = ""
+                if slot != 256 && Self.hasPorts(UInt8(slot)) {
+                    let start = Int(intervalStarts[index])
+                    let end =
+                        index + 1 < Int(table.first + table.count) ? Int(intervalStarts[index + 1]) - 1 : 65535
+                    ports = start == end ? " port \(start)" : " ports \(start)-\(end)"
+                }
+                let pairs = sets[Int(set)]
+                let peers = (0..<Int(pairs.count)).map { offset -> String in
+                    let pair = Int(pairs.first) + offset
+                    return Self.describe(ranges[pair * 2]...ranges[pair * 2 + 1])
+                }
+                lines.append("\(name)\(ports) \(peerWord) \(peers.joined(separator: ", "))")
+            }
+        }
+        return lines
+    }
+
+    /// A range as the prefixes that cover it exactly, in text.
+    static func describe(_ range: ClosedRange<UInt128>) -> String {
+        var parts: [String] = []
+        var start = range.lowerBound
+        while true {
+            // Largest aligned block starting at `start` that stays within the range.
+            var size = start == 0 ? 128 : start.trailingZeroBitCount
+            while size > 0 {
+                let end = size == 128 ? UInt128.max : start | ((UInt128(1) << size) - 1)
+                if end <= range.upperBound { break }
+                size -= 1
+            }
+            let end = size == 128 ? UInt128.max : start | ((UInt128(1) << size) - 1)
+            if start >= mappedIPv4 && end <= (mappedIPv4 | 0xFFFF_FFFF) {
+                parts.append("\(IPAddress.v4(UInt32(truncatingIfNeeded: start)))/\(32 - size)")
+            } else {
+                let address = IPAddress.v6(
+                    high: UInt64(truncatingIfNeeded: start >> 64),
+                    low: UInt64(truncatingIfNeeded: start)
+                )
+                parts.append("\(address)/\(128 - size)")
+            }
+            if end >= range.upperBound { break }
+            start = end + 1
+        }
+        return parts.joined(separator: ", ")
+    }
+}
+
+extension FirewallRule {
+    /// The CLI's name of a protocol number, or the number.
+    public static func protocolName(_ number: UInt8) -> String {
+        protocolNames.first { $0.number == number }?.name ?? String(number)
+    }
+}

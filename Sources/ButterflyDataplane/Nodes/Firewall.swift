@@ -1,0 +1,268 @@
+import ButterflyPacket
+
+/// The firewall of one NIC: its security groups (compiled into a `FirewallPolicy`) plus
+/// connection tracking in the NIC's own zone of the worker's `ConnectionTable`.
+///
+/// ```
+///  frame ─► not IP (ARP…) ─────────────────────────────────────────────────────► pass
+///        ─► later fragment ─► its first fragment passed? ───────────── yes ─► pass │ no ─► fragment
+///        ─► neighbour discovery, DHCP server→client (toward the guest) ─────────► pass
+///        ─► tracked connection? ─ policy changed since? re-check the opening rule ─┐
+///               │ yes: TCP state machine ─► invalid ─► invalid-tcp-state          │ no longer allowed:
+///               │                          └► pass (refresh deadline)             │ forget it, go on ▼
+///        ─► ICMP error about a tracked connection ─────────────────────────────► pass
+///        ─► rules: inbound (source, dst port) / outbound (destination, dst port; none = any)
+///               │ no ─► no-rule-inbound / not-allowed-outbound
+///               └ yes ─► opener (TCP SYN, UDP, echo request, SCTP INIT, other protocols)?
+///                          track it (table full of established ─► conntrack-full) ─► pass
+/// ```
+/// A stray TCP segment (ACK, RST, FIN) that a rule allows passes, but opens nothing: its
+/// answer needs a rule of its own. Connections are checked again lazily: a new policy changes
+/// the NIC's generation, and the first packet of each connection re-checks the rule that let
+/// it open, so a rule change costs nothing per connection at the time it is made.
+extension Worker {
+    enum Direction {
+        /// Sent by the NIC's guest (outbound).
+        case fromGuest
+        /// Delivered to the NIC's guest (inbound).
+        case toGuest
+    }
+
+    /// The firewall's verdict for one frame of `guest` (nil = pass).
+    @inline(__always)
+    func filter(
+        _ data: UnsafeMutableRawPointer,
+        headers: FrameHeaders,
+        direction: Direction,
+        slot: Int,
+        _ guest: GuestSlot
+    ) -> DropReason? {
+        switch headers.network {
+        case .other: return nil
+        case .malformed: return .malformedIP
+        case .ipv4, .ipv6: break
+        }
+        let toGuest = direction == .toGuest
+        let policy = guest.firewall
+        let protocolNumber = headers.ipProtocol
+        if headers.fragment == .later {
+            let known = fragments.allows(
+                zone: guest.zone,
+                toGuest: toGuest,
+                ipProtocol: protocolNumber,
+                source: headers.source,
+                destination: headers.destination,
+                identification: headers.fragmentID,
+                now: now
+            )
+            return known ? nil : .fragment
+        }
+        if Self.alwaysAllowed(headers, toGuest: toGuest) { return nil }
+        let verdict = track(headers, data: data, toGuest: toGuest, slot: slot, zone: guest.zone, policy: policy)
+        if verdict == nil && headers.fragment == .first {
+            fragments.allow(
+                zone: guest.zone,
+                toGuest: toGuest,
+                ipProtocol: protocolNumber,
+                source: headers.source,
+                destination: headers.destination,
+                identification: headers.fragmentID,
+                now: now
+            )
+        }
+        return verdict
+    }
+
+    /// Neighbour discovery both ways (RFC 4861 types 133–137) and DHCP/DHCPv6 server replies
+    /// toward a guest. (Guests sending server replies or router advertisements are stopped by
+    /// anti-spoofing before they get here.)
+    @inline(__always)
+    static func alwaysAllowed(_ headers: FrameHeaders, toGuest: Bool) -> Bool {
+        if headers.ipProtocol == IPProtocol.icmpv6 && headers.network == .ipv6 {
+            return headers.icmpType >= 133 && headers.icmpType <= 137
+        }
+        if headers.ipProtocol == IPProtocol.udp {
+            if toGuest {
+                return (headers.sourcePort == 67 && headers.destinationPort == 68)
+                    || (headers.sourcePort == 547 && headers.destinationPort == 546)
+            }
+            // DHCP discovery before the guest has an address, to any server (BUTTERFLY-COMPAT §7).
+            return (headers.sourcePort == 68 && headers.destinationPort == 67)
+                || (headers.sourcePort == 546 && headers.destinationPort == 547)
+        }
+        return false
+    }
+
+    @inline(__always)
+    func track(
+        _ headers: FrameHeaders,
+        data: UnsafeMutableRawPointer,
+        toGuest: Bool,
+        slot: Int,
+        zone: UInt32,
+        policy: FirewallPolicy
+    ) -> DropReason? {
+        let protocolNumber = headers.ipProtocol
+        let key = ConnectionKey(
+            zone: zone,
+            ipProtocol: protocolNumber,
+            local: toGuest ? headers.destination : headers.source,
+            remote: toGuest ? headers.source : headers.destination,
+            localPort: toGuest ? headers.destinationPort : headers.sourcePort,
+            remotePort: toGuest ? headers.sourcePort : headers.destinationPort
+        )
+        let isICMP = protocolNumber == IPProtocol.icmp || protocolNumber == IPProtocol.icmpv6
+        let hash = key.hash
+        var entry = isICMP && !Self.isEcho(headers) ? -1 : connections.find(key, hash: hash, now: now)
+        if entry >= 0 {
+            let tracked = connections.entries[entry]
+            if tracked.generation != policy.generation {
+                if Self.stillAllowed(tracked, policy: policy) {
+                    connections.entries[entry].generation = policy.generation
+                } else {
+                    connections.remove(entry)
+                    entry = -1
+                }
+            }
+        }
+        if entry >= 0 {
+            let tracked = connections.entries[entry]
+            let fromOrigin = (tracked.origin == .toGuest) == toGuest
+            if protocolNumber == IPProtocol.tcp {
+                if ConnectionState.reopens(tracked.state, flags: headers.tcpFlags) {
+                    connections.remove(entry)
+                } else {
+                    guard let next = ConnectionState.tcp(tracked.state, flags: headers.tcpFlags, fromOrigin: fromOrigin)
+                    else { return .invalidTCPState }
+                    connections.update(entry, state: next, now: now)
+                    return nil
+                }
+            } else {
+                var next: ConnectionState = fromOrigin ? tracked.state : .replied
+                // SCTP ABORT (6) or SHUTDOWN COMPLETE (14) ends the association (RFC 9260 §3.2).
+                if protocolNumber == IPProtocol.sctp && (headers.tcpFlags == 6 || headers.tcpFlags == 14) {
+                    next = .closed
+                }
+                connections.update(entry, state: next, now: now)
+                return nil
+            }
+        }
+        if isICMP && isRelatedError(headers, data: data, toGuest: toGuest, zone: zone) { return nil }
+        let allowed =
+            toGuest
+            ? policy.inbound.allows(ipProtocol: protocolNumber, port: headers.destinationPort, peer: headers.source)
+            : policy.outbound?.allows(
+                ipProtocol: protocolNumber,
+                port: headers.destinationPort,
+                peer: headers.destination
+            ) ?? true
+        guard allowed else { return toGuest ? .noRuleInbound : .notAllowedOutbound }
+        let state: ConnectionState
+        switch protocolNumber {
+        case IPProtocol.tcp:
+            // Only a SYN opens; a stray ACK/RST/FIN passes on the rule alone and opens nothing.
+            guard
+                headers.tcpFlags & (FrameHeaders.TCPFlag.syn | FrameHeaders.TCPFlag.ack | FrameHeaders.TCPFlag.rst)
+                    == FrameHeaders.TCPFlag.syn
+            else { return nil }
+            state = .synSent
+        case IPProtocol.icmp, IPProtocol.icmpv6:
+            guard Self.isEchoRequest(headers) else { return nil }
+            state = .unreplied
+        case IPProtocol.sctp:
+            guard headers.tcpFlags == 1 else { return nil }  // INIT
+            state = .unreplied
+        default:
+            state = .unreplied
+        }
+        let inserted = connections.insert(
+            key,
+            hash: hash,
+            slot: slot,
+            state: state,
+            origin: toGuest ? .toGuest : .fromGuest,
+            generation: policy.generation,
+            now: now
+        )
+        return inserted >= 0 ? nil : .conntrackFull
+    }
+
+    @inline(__always)
+    static func isEchoRequest(_ headers: FrameHeaders) -> Bool {
+        headers.ipProtocol == IPProtocol.icmp ? headers.icmpType == 8 : headers.icmpType == 128
+    }
+
+    @inline(__always)
+    static func isEcho(_ headers: FrameHeaders) -> Bool {
+        headers.ipProtocol == IPProtocol.icmp
+            ? headers.icmpType == 8 || headers.icmpType == 0 : headers.icmpType == 128 || headers.icmpType == 129
+    }
+
+    /// Whether the rule that let a connection open still lets it open under `policy` (after a
+    /// rule, member or address change).
+    static func stillAllowed(_ entry: ConnectionEntry, policy: FirewallPolicy) -> Bool {
+        let key = entry.key
+        let isICMP = key.ipProtocol == IPProtocol.icmp || key.ipProtocol == IPProtocol.icmpv6
+        switch entry.origin {
+        case .toGuest:
+            return policy.inbound.allows(
+                ipProtocol: key.ipProtocol,
+                port: isICMP ? 0 : key.localPort,
+                peer: key.remote
+            )
+        case .fromGuest:
+            guard policy.owns(key.local) else { return false }
+            return policy.outbound?.allows(
+                ipProtocol: key.ipProtocol,
+                port: isICMP ? 0 : key.remotePort,
+                peer: key.remote
+            )
+                ?? true
+        }
+    }
+
+    /// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too big)
+    /// quoting a packet of a tracked connection of this NIC (RFC 792, RFC 4443 §2.4).
+    func isRelatedError(_ headers: FrameHeaders, data: UnsafeMutableRawPointer, toGuest: Bool, zone: UInt32) -> Bool {
+        let isV4 = headers.network == .ipv4
+        let type = headers.icmpType
+        guard isV4 ? (type == 3 || type == 11 || type == 12) : (type >= 1 && type <= 4) else { return false }
+        let inner = headers.transportOffset + 8
+        var source: UInt128
+        var destination: UInt128
+        var innerProtocol: UInt8
+        var ports: Int
+        if isV4 {
+            guard inner + 20 <= headers.networkEnd else { return false }
+            let headerLength = Int(data.loadByte(at: inner) & 0x0F) * 4
+            guard headerLength >= 20 else { return false }
+            innerProtocol = data.loadByte(at: inner + 9)
+            source = UInt128(data.loadBigEndian32(at: inner + 12))
+            destination = UInt128(data.loadBigEndian32(at: inner + 16))
+            ports = inner + headerLength
+        } else {
+            guard inner + 40 <= headers.networkEnd else { return false }
+            innerProtocol = data.loadByte(at: inner + 6)
+            source = data.loadBigEndian128(at: inner + 8)
+            destination = data.loadBigEndian128(at: inner + 24)
+            ports = inner + 40
+        }
+        guard ports + 8 <= headers.networkEnd else { return false }
+        var sourcePort = data.loadBigEndian16(at: ports)
+        var destinationPort = data.loadBigEndian16(at: ports + 2)
+        if innerProtocol == IPProtocol.icmp || innerProtocol == IPProtocol.icmpv6 {
+            sourcePort = data.loadBigEndian16(at: ports + 4)
+            destinationPort = sourcePort
+        }
+        // The quoted packet went the other way: toward the guest's peer when the error comes in.
+        let key = ConnectionKey(
+            zone: zone,
+            ipProtocol: innerProtocol,
+            local: toGuest ? source : destination,
+            remote: toGuest ? destination : source,
+            localPort: toGuest ? sourcePort : destinationPort,
+            remotePort: toGuest ? destinationPort : sourcePort
+        )
+        return connections.find(key, hash: key.hash, now: now) >= 0
+    }
+}
