@@ -21,6 +21,12 @@ extension Commands {
         Output.out("out packets: \(stats.outPackets)")
         Output.out("dropped: \(stats.dropped)")
         for drop in stats.drops { Output.out("drop \(drop.reason): \(drop.packets)") }
+        if stats.hasConnections { Output.out("connections: \(stats.connections)") }
+    }
+
+    func nicFirewall(_ arguments: [String]) throws(CLIError) {
+        try Self.exactly(1, arguments, "nic firewall", "NIC")
+        for line in try call({ $0.nicFirewall = arguments[0] }).nicFirewall { Output.out(line) }
     }
 
     func details(of id: String, path: String) throws(CLIError) -> MessageV0.Nic {

@@ -32,6 +32,7 @@ enum Help {
             list     list all nics id
             stats    show nic statistics
             details  prints nics's details
+            firewall show the nic's effective firewall rules
             sg       manage security groups attached to a nic
             add      create a new nic
             del      remove nic(s)
@@ -47,7 +48,13 @@ enum Help {
         usage: butterfly nic stats NIC [--all] [options...]
 
         Show some statistics of a vnic (in bytes)
-            --all   also packets, and drops by reason
+            --all   also packets, drops by reason and tracked connections
+        """,
+        "nic firewall": """
+        usage: butterfly nic firewall NIC [options...]
+
+        Show what the nic's security groups compiled to: per protocol and destination
+        port range, the peers allowed in (inbound) and out (outbound).
         """,
         "nic details": """
         usage: butterfly nic details NIC [options...]

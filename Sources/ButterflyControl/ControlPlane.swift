@@ -40,6 +40,13 @@ public final class ControlPlane {
         runtime?.publish(reconciler.snapshot, change: change, changedNICs: reconciler.changedNICs)
     }
 
+    /// A NIC's tracked connections in the `nic_export` format: empty without a data plane,
+    /// `nil` when the data plane did not answer.
+    func exportConnections(_ id: String) -> [UInt8]? {
+        guard let runtime else { return ConnectionExport.encode([], now: 0) }
+        return runtime.exportConnections(of: id)
+    }
+
     /// Counters of one NIC, from the data plane.
     func nicCounters(_ id: String) -> NICCounters? { runtime?.counters(of: id) }
 

@@ -92,7 +92,9 @@ public enum Daemon {
             processID: getpid()
         )
         let stateStore = options.stateFile.map { StateStore(path: $0) }
-        let worker = Worker(host: host)
+        var settings = Worker.Settings()
+        settings.connectionCapacity = options.connectionCapacity
+        let worker = Worker(settings: settings, host: host)
         let nicMTU = try attachUnderlay(options, to: worker) ?? options.nicMTU
         if options.packetTrace {
             let path = "\(options.tracePath)/butterfly-\(getpid())-main.pcap"

@@ -23,10 +23,17 @@ public protocol DataplaneBinding: AnyObject {
     func counters(of id: String) -> NICCounters?
     /// Counters of the underlay and of drops not attributable to a NIC.
     func globalCounters() -> NICCounters?
+    /// A NIC's tracked connections, encoded (`ConnectionExport`); `nil` when the data plane
+    /// did not answer in time.
+    func exportConnections(of id: String) -> [UInt8]?
+    /// The connection table's bound.
+    var connectionCapacity: Int? { get }
 }
 
 extension DataplaneBinding {
     public func globalCounters() -> NICCounters? { nil }
+    public func exportConnections(of id: String) -> [UInt8]? { ConnectionExport.encode([], now: 0) }
+    public var connectionCapacity: Int? { nil }
 }
 
 public final class DataplaneRuntime: DataplaneBinding {
@@ -85,6 +92,13 @@ public final class DataplaneRuntime: DataplaneBinding {
     }
 
     public func globalCounters() -> NICCounters? { worker.globalCounters.snapshot }
+
+    public func exportConnections(of id: String) -> [UInt8]? {
+        guard case .connections(let entries)? = worker.ask(.connections(nicID: id)) else { return nil }
+        return ConnectionExport.encode(entries, now: Worker.currentSecond())
+    }
+
+    public var connectionCapacity: Int? { worker.connections.capacity }
 
     public func counters(of id: String) -> NICCounters? {
         attachments[id]?.counters.snapshot

@@ -37,7 +37,7 @@ struct APIGoldenTests {
         )
         let answer = try Proto_Messages(serializedBytes: try exchange(try messages.serializedBytes()))
         let expected = try Proto_Messages(
-            textFormatString: "messages { revision: 7 message_0 { response { \(reply) } \(idLine)} }"
+            textFormatString: "messages { revision: 8 message_0 { response { \(reply) } \(idLine)} }"
         )
         #expect(
             answer.textFormatString() == expected.textFormatString(),
@@ -226,7 +226,7 @@ struct APIGoldenTests {
                 continue
             }
             let bare = try Proto_Message(serializedBytes: reply)
-            #expect(bare.revision == 7 && bare.hasError && bare.error.code == .parseError)
+            #expect(bare.revision == 8 && bare.hasError && bare.error.code == .parseError)
         }
         // A required field missing deep inside (nic_add without mac): PARSE_ERROR too.
         let missingMAC = try Proto_Messages(
@@ -253,6 +253,6 @@ struct APIGoldenTests {
                 == "MessageV0 appears to not have any request"
         )
         #expect(reply.messages[3].message0.response.status.status)
-        #expect(reply.messages.allSatisfy { $0.revision == 7 })
+        #expect(reply.messages.allSatisfy { $0.revision == 8 })
     }
 }

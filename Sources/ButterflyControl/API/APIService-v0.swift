@@ -66,10 +66,13 @@ extension APIService {
             }
             response.nicDetails = nics.map { $0.proto(path: control.reconciler.path(for: $0)) }
         } else if request.hasNicExport {
-            guard control.model.nics[request.nicExport] != nil else { throw .nicNotFound(request.nicExport) }
-            // Firewall sessions join the export once the firewall lands; the field is present
-            // (and empty) so that migration tooling can already call it.
-            response.nicExport.fwData.data = Data()
+            let id = request.nicExport
+            guard control.model.nics[id] != nil else { throw .nicNotFound(id) }
+            // The NIC's tracked connections in the format of ConnectionExport (docs/FIREWALL.md).
+            guard let exported = control.exportConnections(id) else {
+                throw APIError("NIC export failed", detail: "the data plane did not answer in time")
+            }
+            response.nicExport.fwData.data = Data(exported)
         } else if request.hasNicStats {
             let id = request.nicStats
             guard control.model.nics[id] != nil else { throw .nicNotFound(id) }
@@ -79,6 +82,7 @@ extension APIService {
             response.nicStats.inPackets = counters.inPackets
             response.nicStats.outPackets = counters.outPackets
             response.nicStats.dropped = counters.drops.reduce(0) { $0 + $1.packets }
+            response.nicStats.connections = counters.connections
             response.nicStats.drops = counters.drops.map { drop in
                 MessageV0.DropCounter.with {
                     $0.reason = drop.reason
@@ -118,6 +122,10 @@ extension APIService {
             response.appStatus.currentDate = UInt64(Date().timeIntervalSince1970)
             response.appStatus.requestCounter = control.requestCounter
             response.appStatus.graphDot = control.graphDOT
+            if let global = control.runtime?.globalCounters() { response.appStatus.connections = global.connections }
+            if let capacity = control.runtime?.connectionCapacity {
+                response.appStatus.connectionCapacity = UInt64(capacity)
+            }
         } else if request.hasAppQuit {
             Log.info("API: app_quit received, stopping")
             quit = true
@@ -127,6 +135,14 @@ extension APIService {
                     throw APIError.badLogLevel("log_level must be one of none, error, warning, info, debug")
                 }
                 Log.level = level
+            }
+        } else if request.hasNicFirewall {
+            let id = request.nicFirewall
+            guard let nic = control.reconciler.snapshot.nics[id] else { throw .nicNotFound(id) }
+            if nic.bypassFiltering {
+                response.nicFirewall = ["bypass filtering: no firewall, no anti-spoofing"]
+            } else {
+                response.nicFirewall = (nic.firewall ?? .empty).describe()
             }
         } else if request.hasSgDetails {
             let id = request.sgDetails

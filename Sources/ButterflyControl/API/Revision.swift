@@ -1,6 +1,6 @@
-/// API revisions. Revision 6 is the original Butterfly's last schema; 7 adds only optional
+/// API revisions. Revision 6 is the original Butterfly's last schema; 7 and 8 add only optional
 /// fields and enum values (marked `[ours]` in the .proto files), so every revision-6 client
-/// and request works unchanged.
+/// and request works unchanged. 8: firewall connection counts and `nic_firewall`.
 public enum ButterflyRevision {
-    public static let current: UInt32 = 7
+    public static let current: UInt32 = 8
 }

@@ -33,6 +33,8 @@ public struct DaemonOptions: Equatable, Sendable {
     public var keyPath: String?
     public var syslog = true
     public var stateFile: String?
+    /// Bound of the firewall's connection table, across every NIC (`--conntrack-max`).
+    public var connectionCapacity = 1 << 20
     public var showVersion = false
     public var showHelp = false
 
@@ -82,6 +84,7 @@ public struct DaemonOptions: Equatable, Sendable {
             "dpdk-port": "dpdk-port", "nic-mtu": "nic-mtu", "state-file": "state-file",
             "trace-path": "trace-path", "packet-trace": "packet-trace-flag", "no-offload": "no-offload-flag",
             "underlay-if": "underlay-if", "underlay-gw": "underlay-gw", "vtep-peers": "vtep-peer",
+            "conntrack-max": "conntrack-max",
         ],
         "security": ["encryption_key_path": "key"],
     ]
@@ -146,6 +149,7 @@ public struct DaemonOptions: Equatable, Sendable {
             guard !value.isEmpty else { throw Failure("\(source): empty path") }
             stateFile = value
         case "trace-path": tracePath = value
+        case "conntrack-max": connectionCapacity = try Self.integer(value, source: source, range: 1...(1 << 26))
         case "key": keyPath = value
         case "packet-trace-flag": packetTrace = try Self.boolean(value, source: source)
         case "no-offload-flag": offloads = !(try Self.boolean(value, source: source))
@@ -188,6 +192,8 @@ public struct DaemonOptions: Equatable, Sendable {
               --trace-path DIR      directory of default pcap traces [trace-path] (default /tmp)
               --no-offload          disable offloads [no-offload]
           -k, --key PATH            API encryption key file: base64 of 32 bytes [security/encryption_key_path]
+              --conntrack-max N     connections the firewall tracks, all NICs together
+                                    [conntrack-max] (default 1048576; ~80 bytes each, used on demand)
               --state-file PATH     save the configuration here after each change, restore it at start [state-file]
               --no-syslog           log to stderr only
           -V, --version             print the version and exit
@@ -205,7 +211,7 @@ struct CommandLineValues {
     ]
     static let longValueOptions: Set<String> = [
         "config", "ip", "socket-dir", "endpoint", "log-level", "graph-cpu-core", "dpdk-args", "dpdk-port", "nic-mtu",
-        "key", "state-file", "trace-path", "underlay-if", "underlay-gw", "vtep-peer",
+        "key", "state-file", "trace-path", "underlay-if", "underlay-gw", "vtep-peer", "conntrack-max",
     ]
     static let flagOptions: [String: String] = ["t": "packet-trace", "V": "version", "h": "help"]
     static let longFlags: Set<String> = ["packet-trace", "no-offload", "no-syslog", "version", "help"]

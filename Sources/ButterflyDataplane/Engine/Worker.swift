@@ -51,6 +51,10 @@ public final class Worker: @unchecked Sendable {
     let pool: PacketPool
     private let mailbox = Mutex<DataplaneUpdate?>(nil)
     private let pending = Atomic<Bool>(false)
+    /// Questions from the control plane (state only the worker may read), answered between
+    /// batches: the packet path never takes a lock for them.
+    private let questions = Mutex<(question: WorkerQuestion, answer: WorkerAnswer?)?>(nil)
+    private let questionPending = Atomic<Bool>(false)
     private let adopted = Atomic<UInt64>(0)
     private let running = Atomic<Bool>(true)
     private let wakeFD: Int32
@@ -135,6 +139,44 @@ public final class Worker: @unchecked Sendable {
         return true
     }
 
+    /// Asks the worker thread about its state and waits for the answer (at most
+    /// `timeoutMilliseconds`); `nil` when the worker did not answer in time. One question at a
+    /// time (the control plane is one thread).
+    public func ask(_ question: WorkerQuestion, timeoutMilliseconds: Int = 2000) -> WorkerAnswer? {
+        questions.withLock { $0 = (question, nil) }
+        questionPending.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+        var waited = 0
+        while waited < timeoutMilliseconds * 10 {
+            if let answer = questions.withLock({ $0?.answer }) {
+                questions.withLock { $0 = nil }
+                return answer
+            }
+            usleep(100)
+            waited += 1
+        }
+        questions.withLock { $0 = nil }
+        return nil
+    }
+
+    private func answerQuestion() {
+        questionPending.store(false, ordering: .relaxed)
+        guard let question = questions.withLock({ $0?.question }) else { return }
+        let answer: WorkerAnswer
+        switch question {
+        case .connections(let nicID):
+            if let slot = slotByID[nicID], let guest = slots[slot] {
+                answer = .connections(connections.entries(ofZone: guest.zone, now: Self.monotonicSeconds()))
+            } else {
+                answer = .connections([])
+            }
+        }
+        questions.withLock { state in
+            if state != nil { state!.answer = answer }
+        }
+    }
+
     public func stop() {
         running.store(false, ordering: .releasing)
         var one: UInt64 = 1
@@ -174,6 +216,7 @@ public final class Worker: @unchecked Sendable {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         while running.load(ordering: .relaxed) {
             if pending.load(ordering: .acquiring) { adoptPending() }
+            if questionPending.load(ordering: .acquiring) { answerQuestion() }
             now = Self.monotonicSeconds()
             if now != lastSweep { sweep() }
             if pollOnce() > 0 {
@@ -212,6 +255,7 @@ public final class Worker: @unchecked Sendable {
     @discardableResult
     public func runOnce() -> Int {
         if pending.load(ordering: .acquiring) { adoptPending() }
+        if questionPending.load(ordering: .acquiring) { answerQuestion() }
         now = Self.monotonicSeconds()
         return pollOnce()
     }
@@ -271,6 +315,9 @@ public final class Worker: @unchecked Sendable {
     var tracing: Bool { mainTrace != nil || openNICTraces > 0 }
     /// How many NICs have a trace open, kept as traces open and close.
     private var openNICTraces = 0
+
+    /// The worker's clock (monotonic seconds), for deadlines the control plane reports.
+    public static func currentSecond() -> UInt32 { monotonicSeconds() }
 
     static func monotonicSeconds() -> UInt32 {
         var time = timespec()
@@ -436,6 +483,16 @@ public final class Worker: @unchecked Sendable {
 
     /// Counters of a NIC's attachment, if it has one.
     public func slotCount() -> Int { slots.count }
+}
+
+/// What the control plane may ask the worker (`Worker.ask`).
+public enum WorkerQuestion: Sendable {
+    /// The tracked connections of a NIC.
+    case connections(nicID: String)
+}
+
+public enum WorkerAnswer: Sendable {
+    case connections([ConnectionEntry])
 }
 
 /// A guest NIC as the worker sees it.

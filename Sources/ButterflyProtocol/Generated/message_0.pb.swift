@@ -490,6 +490,16 @@ public nonisolated struct MessageV0: Sendable {
 
     public var drops: [MessageV0.DropCounter] = []
 
+    /// [ours, revision 8] Connections the NIC's firewall tracks.
+    public var connections: UInt64 {
+      get {_connections ?? 0}
+      set {_connections = newValue}
+    }
+    /// Returns true if `connections` has been explicitly set.
+    public var hasConnections: Bool {self._connections != nil}
+    /// Clears the value of `connections`. Subsequent reads from it will return its default value.
+    public mutating func clearConnections() {self._connections = nil}
+
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
@@ -499,6 +509,7 @@ public nonisolated struct MessageV0: Sendable {
     fileprivate var _inPackets: UInt64? = nil
     fileprivate var _outPackets: UInt64? = nil
     fileprivate var _dropped: UInt64? = nil
+    fileprivate var _connections: UInt64? = nil
   }
 
   /// [ours] One drop reason and how many packets it dropped.
@@ -877,6 +888,26 @@ public nonisolated struct MessageV0: Sendable {
     /// Clears the value of `graphDot`. Subsequent reads from it will return its default value.
     public mutating func clearGraphDot() {self._graphDot = nil}
 
+    /// [ours, revision 8] Connections tracked by every NIC's firewall, and the bound
+    /// (`butterflyd --conntrack-max`).
+    public var connections: UInt64 {
+      get {_connections ?? 0}
+      set {_connections = newValue}
+    }
+    /// Returns true if `connections` has been explicitly set.
+    public var hasConnections: Bool {self._connections != nil}
+    /// Clears the value of `connections`. Subsequent reads from it will return its default value.
+    public mutating func clearConnections() {self._connections = nil}
+
+    public var connectionCapacity: UInt64 {
+      get {_connectionCapacity ?? 0}
+      set {_connectionCapacity = newValue}
+    }
+    /// Returns true if `connectionCapacity` has been explicitly set.
+    public var hasConnectionCapacity: Bool {self._connectionCapacity != nil}
+    /// Clears the value of `connectionCapacity`. Subsequent reads from it will return its default value.
+    public mutating func clearConnectionCapacity() {self._connectionCapacity = nil}
+
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
@@ -885,6 +916,8 @@ public nonisolated struct MessageV0: Sendable {
     fileprivate var _currentDate: UInt64? = nil
     fileprivate var _requestCounter: UInt64? = nil
     fileprivate var _graphDot: String? = nil
+    fileprivate var _connections: UInt64? = nil
+    fileprivate var _connectionCapacity: UInt64? = nil
   }
 
   public nonisolated struct AppConfigReq: Sendable {
@@ -1093,6 +1126,17 @@ public nonisolated struct MessageV0: Sendable {
     /// Clears the value of `sgDetails`. Subsequent reads from it will return its default value.
     public mutating func clearSgDetails() {_uniqueStorage()._sgDetails = nil}
 
+    /// [ours, revision 8] The NIC's effective firewall: what its security groups
+    /// compiled to (reply: `nic_firewall`, one line per entry).
+    public var nicFirewall: String {
+      get {_storage._nicFirewall ?? String()}
+      set {_uniqueStorage()._nicFirewall = newValue}
+    }
+    /// Returns true if `nicFirewall` has been explicitly set.
+    public var hasNicFirewall: Bool {_storage._nicFirewall != nil}
+    /// Clears the value of `nicFirewall`. Subsequent reads from it will return its default value.
+    public mutating func clearNicFirewall() {_uniqueStorage()._nicFirewall = nil}
+
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
@@ -1178,6 +1222,12 @@ public nonisolated struct MessageV0: Sendable {
     public var sgDetails: [MessageV0.Sg] {
       get {_storage._sgDetails}
       set {_uniqueStorage()._sgDetails = newValue}
+    }
+
+    /// [ours, revision 8]
+    public var nicFirewall: [String] {
+      get {_storage._nicFirewall}
+      set {_uniqueStorage()._nicFirewall = newValue}
     }
 
     public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1579,7 +1629,7 @@ nonisolated extension MessageV0.NicAddRes: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".NicStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}in\0\u{1}out\0\u{3}in_packets\0\u{3}out_packets\0\u{1}dropped\0\u{1}drops\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}in\0\u{1}out\0\u{3}in_packets\0\u{3}out_packets\0\u{1}dropped\0\u{1}drops\0\u{1}connections\0")
 
   public var isInitialized: Bool {
     if self._in == nil {return false}
@@ -1599,6 +1649,7 @@ nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self._outPackets) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self._dropped) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.drops) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self._connections) }()
       default: break
       }
     }
@@ -1627,6 +1678,9 @@ nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.drops.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.drops, fieldNumber: 6)
     }
+    try { if let v = self._connections {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1637,6 +1691,7 @@ nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs._outPackets != rhs._outPackets {return false}
     if lhs._dropped != rhs._dropped {return false}
     if lhs.drops != rhs.drops {return false}
+    if lhs._connections != rhs._connections {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2098,7 +2153,7 @@ nonisolated extension MessageV0.NicExportRes: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".AppStatusRes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}start_date\0\u{3}current_date\0\u{3}request_counter\0\u{3}graph_dot\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}start_date\0\u{3}current_date\0\u{3}request_counter\0\u{3}graph_dot\0\u{1}connections\0\u{3}connection_capacity\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2110,6 +2165,8 @@ nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self._currentDate) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self._requestCounter) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self._graphDot) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self._connections) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self._connectionCapacity) }()
       default: break
       }
     }
@@ -2132,6 +2189,12 @@ nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._graphDot {
       try visitor.visitSingularStringField(value: v, fieldNumber: 4)
     } }()
+    try { if let v = self._connections {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._connectionCapacity {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2140,6 +2203,8 @@ nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtob
     if lhs._currentDate != rhs._currentDate {return false}
     if lhs._requestCounter != rhs._requestCounter {return false}
     if lhs._graphDot != rhs._graphDot {return false}
+    if lhs._connections != rhs._connections {return false}
+    if lhs._connectionCapacity != rhs._connectionCapacity {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2181,7 +2246,7 @@ nonisolated extension MessageV0.AppConfigReq: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}nic_add\0\u{3}nic_update\0\u{3}nic_del\0\u{3}nic_list\0\u{3}nic_details\0\u{3}nic_export\0\u{3}nic_stats\0\u{3}sg_add\0\u{3}sg_del\0\u{3}sg_list\0\u{3}sg_rule_add\0\u{3}sg_rule_del\0\u{3}sg_rule_list\0\u{3}sg_member_add\0\u{3}sg_member_del\0\u{3}sg_member_list\0\u{3}app_status\0\u{3}app_quit\0\u{3}app_config\0\u{3}sg_details\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}nic_add\0\u{3}nic_update\0\u{3}nic_del\0\u{3}nic_list\0\u{3}nic_details\0\u{3}nic_export\0\u{3}nic_stats\0\u{3}sg_add\0\u{3}sg_del\0\u{3}sg_list\0\u{3}sg_rule_add\0\u{3}sg_rule_del\0\u{3}sg_rule_list\0\u{3}sg_member_add\0\u{3}sg_member_del\0\u{3}sg_member_list\0\u{3}app_status\0\u{3}app_quit\0\u{3}app_config\0\u{3}sg_details\0\u{3}nic_firewall\0")
 
   fileprivate class _StorageClass {
     var _nicAdd: MessageV0.Nic? = nil
@@ -2204,6 +2269,7 @@ nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._M
     var _appQuit: Bool? = nil
     var _appConfig: MessageV0.AppConfigReq? = nil
     var _sgDetails: String? = nil
+    var _nicFirewall: String? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2234,6 +2300,7 @@ nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._M
       _appQuit = source._appQuit
       _appConfig = source._appConfig
       _sgDetails = source._sgDetails
+      _nicFirewall = source._nicFirewall
     }
   }
 
@@ -2285,6 +2352,7 @@ nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._M
         case 18: try { try decoder.decodeSingularBoolField(value: &_storage._appQuit) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._appConfig) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._sgDetails) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._nicFirewall) }()
         default: break
         }
       }
@@ -2357,6 +2425,9 @@ nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._M
       try { if let v = _storage._sgDetails {
         try visitor.visitSingularStringField(value: v, fieldNumber: 20)
       } }()
+      try { if let v = _storage._nicFirewall {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 21)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2386,6 +2457,7 @@ nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._M
         if _storage._appQuit != rhs_storage._appQuit {return false}
         if _storage._appConfig != rhs_storage._appConfig {return false}
         if _storage._sgDetails != rhs_storage._sgDetails {return false}
+        if _storage._nicFirewall != rhs_storage._nicFirewall {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2397,7 +2469,7 @@ nonisolated extension MessageV0.Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension MessageV0.Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{3}nic_add\0\u{3}nic_list\0\u{3}nic_details\0\u{3}nic_export\0\u{3}nic_stats\0\u{3}sg_list\0\u{3}sg_rule_list\0\u{3}sg_member_list\0\u{3}app_status\0\u{3}sg_details\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{3}nic_add\0\u{3}nic_list\0\u{3}nic_details\0\u{3}nic_export\0\u{3}nic_stats\0\u{3}sg_list\0\u{3}sg_rule_list\0\u{3}sg_member_list\0\u{3}app_status\0\u{3}sg_details\0\u{3}nic_firewall\0")
 
   fileprivate class _StorageClass {
     var _status: MessageV0.Status? = nil
@@ -2411,6 +2483,7 @@ nonisolated extension MessageV0.Response: SwiftProtobuf.Message, SwiftProtobuf._
     var _sgMemberList: [String] = []
     var _appStatus: MessageV0.AppStatusRes? = nil
     var _sgDetails: [MessageV0.Sg] = []
+    var _nicFirewall: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2432,6 +2505,7 @@ nonisolated extension MessageV0.Response: SwiftProtobuf.Message, SwiftProtobuf._
       _sgMemberList = source._sgMemberList
       _appStatus = source._appStatus
       _sgDetails = source._sgDetails
+      _nicFirewall = source._nicFirewall
     }
   }
 
@@ -2473,6 +2547,7 @@ nonisolated extension MessageV0.Response: SwiftProtobuf.Message, SwiftProtobuf._
         case 9: try { try decoder.decodeRepeatedStringField(value: &_storage._sgMemberList) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._appStatus) }()
         case 11: try { try decoder.decodeRepeatedMessageField(value: &_storage._sgDetails) }()
+        case 12: try { try decoder.decodeRepeatedStringField(value: &_storage._nicFirewall) }()
         default: break
         }
       }
@@ -2518,6 +2593,9 @@ nonisolated extension MessageV0.Response: SwiftProtobuf.Message, SwiftProtobuf._
       if !_storage._sgDetails.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._sgDetails, fieldNumber: 11)
       }
+      if !_storage._nicFirewall.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._nicFirewall, fieldNumber: 12)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2538,6 +2616,7 @@ nonisolated extension MessageV0.Response: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._sgMemberList != rhs_storage._sgMemberList {return false}
         if _storage._appStatus != rhs_storage._appStatus {return false}
         if _storage._sgDetails != rhs_storage._sgDetails {return false}
+        if _storage._nicFirewall != rhs_storage._nicFirewall {return false}
         return true
       }
       if !storagesAreEqual {return false}
