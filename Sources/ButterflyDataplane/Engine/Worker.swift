@@ -77,17 +77,16 @@ public final class Worker: @unchecked Sendable {
     public internal(set) var mainTrace: PcapWriter?
     /// Optional underlay (VXLAN); nil in local mode.
     public var underlay: UnderlayProcessing?
-    /// Tracked connections of every NIC, each in its NIC's zone.
-    public let connections: ConnectionTable
-    /// Datagrams whose first fragment passed a firewall.
-    let fragments = FragmentTable()
+    /// The firewall node: tracked connections of every NIC (each in its NIC's zone).
+    public let firewall: Firewall
+    public var connections: ConnectionTable { firewall.connections }
     /// Zones are never reused, so entries of a deleted NIC can never match a new one.
     private var nextZone: UInt32 = 1
 
     public init(settings: Settings = Settings(), host: HostConfig) {
         self.settings = settings
         pool = PacketPool(capacity: settings.poolCapacity)
-        connections = ConnectionTable(capacity: settings.connectionCapacity)
+        firewall = Firewall(connectionCapacity: settings.connectionCapacity)
         config = DataplaneConfig(host: host)
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -218,6 +217,7 @@ public final class Worker: @unchecked Sendable {
             if pending.load(ordering: .acquiring) { adoptPending() }
             if questionPending.load(ordering: .acquiring) { answerQuestion() }
             now = Self.monotonicSeconds()
+            firewall.now = now
             if now != lastSweep { sweep() }
             if pollOnce() > 0 {
                 emptyPolls = 0
@@ -257,6 +257,7 @@ public final class Worker: @unchecked Sendable {
         if pending.load(ordering: .acquiring) { adoptPending() }
         if questionPending.load(ordering: .acquiring) { answerQuestion() }
         now = Self.monotonicSeconds()
+        firewall.now = now
         return pollOnce()
     }
 
@@ -483,6 +484,13 @@ public final class Worker: @unchecked Sendable {
 
     /// Counters of a NIC's attachment, if it has one.
     public func slotCount() -> Int { slots.count }
+
+    /// A NIC's worker slot and connection-tracking zone (worker thread only: tests and
+    /// benchmarks that drive the worker with `runOnce`).
+    public func trackingZone(ofNIC id: String) -> (slot: Int, zone: UInt32)? {
+        guard let slot = slotByID[id], let guest = slots[slot] else { return nil }
+        return (slot, guest.zone)
+    }
 }
 
 /// What the control plane may ask the worker (`Worker.ask`).

@@ -20,22 +20,35 @@ import ButterflyPacket
 /// answer needs a rule of its own. Connections are checked again lazily: a new policy changes
 /// the NIC's generation, and the first packet of each connection re-checks the rule that let
 /// it open, so a rule change costs nothing per connection at the time it is made.
-extension Worker {
-    enum Direction {
-        /// Sent by the NIC's guest (outbound).
-        case fromGuest
-        /// Delivered to the NIC's guest (inbound).
-        case toGuest
+public enum FirewallDirection: Sendable {
+    /// Sent by the NIC's guest (outbound).
+    case fromGuest
+    /// Delivered to the NIC's guest (inbound).
+    case toGuest
+}
+
+/// The worker's firewall node: owns the connection table (every NIC's zone) and the fragment
+/// table; the per-NIC part is the `FirewallPolicy` passed with each frame.
+public final class Firewall {
+    public let connections: ConnectionTable
+    let fragments = FragmentTable()
+    /// The worker's clock, set once per pass (monotonic seconds).
+    public var now: UInt32 = 0
+
+    public init(connectionCapacity: Int) {
+        connections = ConnectionTable(capacity: connectionCapacity)
     }
 
-    /// The firewall's verdict for one frame of `guest` (nil = pass).
+    /// The verdict for one frame of the NIC in worker slot `slot`, whose zone is `zone`
+    /// (nil = pass). `headers` is the frame's walk (`FrameHeaders.walk`).
     @inline(__always)
-    func filter(
+    public func filter(
         _ data: UnsafeMutableRawPointer,
         headers: FrameHeaders,
-        direction: Direction,
+        direction: FirewallDirection,
         slot: Int,
-        _ guest: GuestSlot
+        zone: UInt32,
+        policy: FirewallPolicy
     ) -> DropReason? {
         switch headers.network {
         case .other: return nil
@@ -43,11 +56,10 @@ extension Worker {
         case .ipv4, .ipv6: break
         }
         let toGuest = direction == .toGuest
-        let policy = guest.firewall
         let protocolNumber = headers.ipProtocol
         if headers.fragment == .later {
             let known = fragments.allows(
-                zone: guest.zone,
+                zone: zone,
                 toGuest: toGuest,
                 ipProtocol: protocolNumber,
                 source: headers.source,
@@ -58,10 +70,10 @@ extension Worker {
             return known ? nil : .fragment
         }
         if Self.alwaysAllowed(headers, toGuest: toGuest) { return nil }
-        let verdict = track(headers, data: data, toGuest: toGuest, slot: slot, zone: guest.zone, policy: policy)
+        let verdict = track(headers, data: data, toGuest: toGuest, slot: slot, zone: zone, policy: policy)
         if verdict == nil && headers.fragment == .first {
             fragments.allow(
-                zone: guest.zone,
+                zone: zone,
                 toGuest: toGuest,
                 ipProtocol: protocolNumber,
                 source: headers.source,
@@ -264,5 +276,26 @@ extension Worker {
             remotePort: toGuest ? destinationPort : sourcePort
         )
         return connections.find(key, hash: key.hash, now: now) >= 0
+    }
+}
+
+extension Worker {
+    /// The firewall's verdict for one frame of `guest` (nil = pass).
+    @inline(__always)
+    func filter(
+        _ data: UnsafeMutableRawPointer,
+        headers: FrameHeaders,
+        direction: FirewallDirection,
+        slot: Int,
+        _ guest: GuestSlot
+    ) -> DropReason? {
+        firewall.filter(
+            data,
+            headers: headers,
+            direction: direction,
+            slot: slot,
+            zone: guest.zone,
+            policy: guest.firewall
+        )
     }
 }

@@ -17,8 +17,13 @@ class ChainFixture {
     let host: HostConfig
     var config: DataplaneConfig
     var attachments: TreeDictionary<String, NICAttachment> = [:]
+    /// Firewall on every NIC (100 rules, 100,000 tracked connections), or bypass_filtering.
+    let firewall: Bool
+    static let rules = 100
+    static let trackedConnections = 100_000
 
-    init(vtep: UInt32?) {
+    init(vtep: UInt32?, firewall: Bool) {
+        self.firewall = firewall
         host = HostConfig(
             vtepAddress: vtep.map { .v4($0) },
             socketDirectory: "/tmp",
@@ -30,16 +35,33 @@ class ChainFixture {
     }
 
     func attach(id: String, mac: UInt64, ip: UInt32, port: SyntheticPort) {
-        config.nics[id] = Addresses.nic(id: id, mac: mac, ip: ip)
+        var nic = Addresses.nic(id: id, mac: mac, ip: ip)
+        if firewall {
+            nic.firewall = FirewallFixtures.policy(rules: Self.rules, for: nic)
+        } else {
+            nic.bypassFiltering = true
+        }
+        config.nics[id] = nic
         attachments[id] = NICAttachment(nicID: id, port: port)
     }
 
-    /// Publishes the configuration and lets the worker adopt it.
+    /// Publishes the configuration and lets the worker adopt it; with the firewall on, fills
+    /// the connection table (in the first NIC's zone) to its benchmark size.
     func publish() {
         config.version += 1
         worker.publish(DataplaneUpdate(config: config, attachments: attachments))
         worker.runOnce()
         precondition(worker.adoptedVersion == config.version, "worker did not adopt the configuration")
+        if firewall, let (slot, zone) = worker.trackingZone(ofNIC: "bench-a"), worker.connections.count == 0 {
+            FirewallFixtures.fill(
+                worker.connections,
+                count: Self.trackedConnections,
+                slot: slot,
+                zone: zone,
+                local: Addresses.guestAIP,
+                generation: config.nics["bench-a"]!.firewall!.generation
+            )
+        }
     }
 
     /// Injects one run's frames into `source`, a batch per worker pass.
@@ -102,7 +124,7 @@ final class LocalChain: ChainFixture, Scenario {
     let guestA: SyntheticPort
     let guestB: SyntheticPort
 
-    init(size: FrameSize) {
+    init(size: FrameSize, firewall: Bool) {
         guestA = SyntheticPort(
             name: "guest-a",
             frames: Self.flows(size: size, from: Addresses.guestA, to: Addresses.guestB)
@@ -111,7 +133,7 @@ final class LocalChain: ChainFixture, Scenario {
             name: "guest-b",
             frames: [Self.udpFrame(size: size, from: Addresses.guestB, to: Addresses.guestA, flow: 0)]
         )
-        super.init(vtep: nil)
+        super.init(vtep: nil, firewall: firewall)
         attach(id: "bench-a", mac: Addresses.guestA, ip: Addresses.guestAIP, port: guestA)
         attach(id: "bench-b", mac: Addresses.guestB, ip: Addresses.guestBIP, port: guestB)
         publish()
@@ -124,7 +146,7 @@ final class LocalChain: ChainFixture, Scenario {
         }
         drive(guestA)
         guestB.inspectTransmit = nil
-        checkNoDrops("chain-local")
+        checkNoDrops(firewall ? "chain-local" : "chain-local-bypass")
     }
 
     func run() -> Int {
@@ -141,13 +163,13 @@ final class EncapChain: ChainFixture, Scenario {
     let guestA: SyntheticPort
     let network: SyntheticPort
 
-    init(size: FrameSize) {
+    init(size: FrameSize, firewall: Bool) {
         guestA = SyntheticPort(
             name: "guest-a",
             frames: Self.flows(size: size, from: Addresses.guestA, to: Addresses.remoteGuest)
         )
         network = SyntheticPort(name: "underlay", frames: [Self.inboundVXLANFrame(size: .small)])
-        super.init(vtep: Addresses.localVTEP)
+        super.init(vtep: Addresses.localVTEP, firewall: firewall)
         worker.underlay = VXLANUnderlay(
             port: network,
             localMAC: Addresses.localVTEPMAC,
@@ -177,7 +199,7 @@ final class EncapChain: ChainFixture, Scenario {
         drive(guestA)
         precondition(network.transmittedFrames == Scenarios.packetsPerRun, "encap chain lost frames")
         network.inspectTransmit = nil
-        checkNoDrops("chain-encap")
+        checkNoDrops(firewall ? "chain-encap" : "chain-encap-bypass")
     }
 
     func run() -> Int {
@@ -192,13 +214,13 @@ final class DecapChain: ChainFixture, Scenario {
     let guestA: SyntheticPort
     let network: SyntheticPort
 
-    init(size: FrameSize) {
+    init(size: FrameSize, firewall: Bool) {
         guestA = SyntheticPort(
             name: "guest-a",
             frames: [Self.udpFrame(size: .small, from: Addresses.guestA, to: Addresses.remoteGuest, flow: 0)]
         )
         network = SyntheticPort(name: "underlay", frames: [Self.inboundVXLANFrame(size: size)])
-        super.init(vtep: Addresses.localVTEP)
+        super.init(vtep: Addresses.localVTEP, firewall: firewall)
         worker.underlay = VXLANUnderlay(
             port: network,
             localMAC: Addresses.localVTEPMAC,
@@ -220,7 +242,7 @@ final class DecapChain: ChainFixture, Scenario {
         drive(network)
         precondition(guestA.transmittedFrames == Scenarios.packetsPerRun, "decap chain lost frames")
         guestA.inspectTransmit = nil
-        checkNoDrops("chain-decap")
+        checkNoDrops(firewall ? "chain-decap" : "chain-decap-bypass")
     }
 
     func run() -> Int {

@@ -23,12 +23,29 @@ public enum ScenarioKind: String, CaseIterable, Sendable {
     case encap
     /// `VXLANDecapsulation.decapsulate` of IPv4 VXLAN frames.
     case decap
-    /// A real `Worker`, two NICs in one VNI: guest rx → anti-spoof → switch → guest tx.
+    /// `Firewall.filter` toward a guest, untracked TCP ACKs matched against 1, 100 and 10,000
+    /// rules (1,000 tracked connections in the table).
+    case firewallRules1 = "fw-rules-1"
+    case firewallRules100 = "fw-rules-100"
+    case firewallRules10k = "fw-rules-10k"
+    /// `Firewall.filter` toward a guest, packets of tracked connections among 1 thousand,
+    /// 100 thousand and 1 million (100 rules).
+    case firewallConnections1k = "fw-conns-1k"
+    case firewallConnections100k = "fw-conns-100k"
+    case firewallConnections1M = "fw-conns-1m"
+    /// A real `Worker`, two NICs in one VNI, firewall on (100 rules, 100,000 tracked
+    /// connections): guest rx → anti-spoof → firewall out → switch → firewall in → guest tx.
     case chainLocal = "chain-local"
-    /// A real `Worker` with a `VXLANUnderlay`: guest rx → anti-spoof → switch → encap → underlay tx.
+    /// A real `Worker` with a `VXLANUnderlay`, firewall on: guest rx → anti-spoof → firewall
+    /// out → switch → encap → underlay tx.
     case chainEncap = "chain-encap"
-    /// A real `Worker` with a `VXLANUnderlay`: underlay rx → decap → switch → guest tx.
+    /// A real `Worker` with a `VXLANUnderlay`, firewall on: underlay rx → decap → switch →
+    /// firewall in → guest tx.
     case chainDecap = "chain-decap"
+    /// The same three chains with `bypass_filtering` (no anti-spoof, no firewall).
+    case chainLocalBypass = "chain-local-bypass"
+    case chainEncapBypass = "chain-encap-bypass"
+    case chainDecapBypass = "chain-decap-bypass"
     /// `TCPSegmenter`: a guest's TSO super-frames cut into 1,448-byte segments (1500 B only).
     case segment = "tso-segment"
     /// `TCPCoalescer`: in-order segments merged back for the receiving guest (1500 B only).
@@ -38,6 +55,9 @@ public enum ScenarioKind: String, CaseIterable, Sendable {
     public func runs(at size: FrameSize) -> Bool {
         switch self {
         case .segment, .merge: size == .large
+        case .firewallRules1, .firewallRules100, .firewallRules10k, .firewallConnections1k,
+            .firewallConnections100k, .firewallConnections1M:
+            size == .small
         default: true
         }
     }
@@ -59,9 +79,21 @@ public enum Scenarios {
             case .switching: SwitchStage(size: size)
             case .encap: EncapStage(size: size)
             case .decap: DecapStage(size: size)
-            case .chainLocal: LocalChain(size: size)
-            case .chainEncap: EncapChain(size: size)
-            case .chainDecap: DecapChain(size: size)
+            case .firewallRules1: FirewallStage(size: size, rules: 1, connections: 1000, path: .rules)
+            case .firewallRules100: FirewallStage(size: size, rules: 100, connections: 1000, path: .rules)
+            case .firewallRules10k: FirewallStage(size: size, rules: 10_000, connections: 1000, path: .rules)
+            case .firewallConnections1k:
+                FirewallStage(size: size, rules: 100, connections: 1000, path: .connections)
+            case .firewallConnections100k:
+                FirewallStage(size: size, rules: 100, connections: 100_000, path: .connections)
+            case .firewallConnections1M:
+                FirewallStage(size: size, rules: 100, connections: 1_000_000, path: .connections)
+            case .chainLocal: LocalChain(size: size, firewall: true)
+            case .chainEncap: EncapChain(size: size, firewall: true)
+            case .chainDecap: DecapChain(size: size, firewall: true)
+            case .chainLocalBypass: LocalChain(size: size, firewall: false)
+            case .chainEncapBypass: EncapChain(size: size, firewall: false)
+            case .chainDecapBypass: DecapChain(size: size, firewall: false)
             case .segment: SegmentStage()
             case .merge: MergeStage()
             }

@@ -1,0 +1,183 @@
+import ButterflyDataplane
+import ButterflyPacket
+import HashTreeCollections
+
+/// Security groups and tracked connections of the sizes the benchmarks ask for.
+enum FirewallFixtures {
+    /// The UDP/TCP port the benchmark flows go to (BenchFrames' default destination port).
+    static let servicePort: UInt16 = 5001
+
+    /// A group of `count` inbound rules: one allows the benchmark's peers (10.0.0.0/8, every
+    /// protocol to `servicePort`), the others are single TCP/UDP ports and ranges from
+    /// scattered documentation-range and private prefixes, IPv4 and IPv6, as real groups are.
+    static func group(rules count: Int) -> SecurityGroupConfig {
+        var rules: [FirewallRule] = [
+            FirewallRule(
+                direction: .inbound,
+                ipProtocol: 17,
+                ports: servicePort...servicePort,
+                peer: .cidr(.v4(0x0A00_0000), prefixLength: 8)
+            ),
+            FirewallRule(
+                direction: .inbound,
+                ipProtocol: 6,
+                ports: servicePort...servicePort,
+                peer: .cidr(.v4(0x0A00_0000), prefixLength: 8)
+            ),
+        ]
+        var index = 0
+        while rules.count < count {
+            let port = UInt16(10_000 + index % 50_000)
+            let peer: FirewallRule.Peer =
+                index % 3 == 0
+                ? .cidr(.v6(high: 0x2001_0DB8_0000_0000 | UInt64(index & 0xFFFF) << 16, low: 0), prefixLength: 48)
+                : .cidr(.v4(0xC633_6400 &+ UInt32(index % 256) << 8), prefixLength: 24 + index % 9)
+            rules.append(
+                FirewallRule(
+                    direction: .inbound,
+                    ipProtocol: index % 2 == 0 ? 6 : 17,
+                    ports: index % 5 == 0 ? port...(port &+ 100) : port...port,
+                    peer: peer
+                )
+            )
+            index += 1
+        }
+        return SecurityGroupConfig(id: "bench", rules: rules, members: [])
+    }
+
+    static func policy(rules: Int, for nic: NICConfig) -> FirewallPolicy {
+        var nic = nic
+        nic.securityGroups = ["bench"]
+        return FirewallPolicy.compile(nic, groups: ["bench": group(rules: rules)], generation: 7)
+    }
+
+    /// Fills `count` replied UDP connections of a NIC's zone with peers in 172.16.0.0/12, so
+    /// that the benchmark's own flows are looked up among them.
+    static func fill(_ table: ConnectionTable, count: Int, slot: Int, zone: UInt32, local: UInt32, generation: UInt32) {
+        for index in 0..<count {
+            let key = ConnectionKey(
+                zone: zone,
+                ipProtocol: 17,
+                local: RuleMatcher.key(ipv4: local),
+                remote: RuleMatcher.key(ipv4: 0xAC10_0000 | UInt32(index >> 8)),
+                localPort: 5001,
+                remotePort: UInt16(truncatingIfNeeded: 1024 + index & 0xFF)
+            )
+            let entry = table.insert(
+                key,
+                hash: key.hash,
+                slot: slot,
+                state: .replied,
+                origin: .toGuest,
+                generation: generation,
+                now: Worker.currentSecond()
+            )
+            precondition(entry >= 0, "connection table full at \(index) of \(count)")
+        }
+    }
+}
+
+/// The firewall node on its own, frames toward a guest (inbound), 64 flows per batch drawn
+/// from 64 batches that rotate, so lookups spread over the table as real traffic does.
+///
+/// - `rules`: untracked TCP ACKs (a stray segment passes on its rule and opens nothing): every
+///   packet misses the connection table and is matched against the compiled rules.
+/// - `connections`: UDP packets of tracked connections: every packet hits the table.
+final class FirewallStage: Scenario {
+    enum Path { case rules, connections }
+
+    let firewall: Firewall
+    let policy: FirewallPolicy
+    let batches: [FrameBatch]
+    private var next = 0
+    static let zone: UInt32 = 1
+
+    init(size: FrameSize, rules: Int, connections: Int, path: Path) {
+        var capacity = 4096
+        while capacity < connections + connections / 4 + 20_000 { capacity <<= 1 }
+        firewall = Firewall(connectionCapacity: capacity)
+        firewall.now = Worker.currentSecond()
+        let nic = Addresses.nic(id: "a", mac: Addresses.guestA, ip: Addresses.guestAIP)
+        policy = FirewallFixtures.policy(rules: rules, for: nic)
+        FirewallFixtures.fill(
+            firewall.connections,
+            count: connections,
+            slot: 0,
+            zone: Self.zone,
+            local: Addresses.guestAIP,
+            generation: policy.generation
+        )
+        // The flows of the frames: peers in 10.9.0.0/16, tracked (UDP) or not (TCP ACK).
+        batches = (0..<64).map { batchIndex in
+            FrameBatch { index, frame, _ in
+                let flow = batchIndex * Scenarios.batchSize + index
+                let source = 0x0A09_0000 | UInt32(flow >> 6)
+                let sourcePort = UInt16(30_000 + flow & 63)
+                let length = BenchFrames.udp(
+                    into: frame,
+                    length: size.rawValue,
+                    sourceMAC: Addresses.remoteGuest,
+                    destinationMAC: Addresses.guestA,
+                    source: source,
+                    destination: Addresses.guestAIP,
+                    sourcePort: sourcePort
+                )
+                if path == .rules {
+                    // Turn the UDP header into a 20-byte TCP header with ACK set.
+                    frame.storeByte(IPProtocol.tcp, at: 14 + 9)
+                    frame.storeByte(0x50, at: 34 + 12)
+                    frame.storeByte(0x10, at: 34 + 13)
+                }
+                return length
+            }
+        }
+        if path == .connections {
+            // Track every flow once (as their first packets would).
+            for batch in batches {
+                for index in 0..<batch.batch.count {
+                    let packet = batch.batch[index]
+                    let data = batch.pool.data(packet)
+                    let headers = FrameHeaders.walk(data, length: Int(packet.length))
+                    let key = ConnectionKey(
+                        zone: Self.zone,
+                        ipProtocol: 17,
+                        local: headers.destination,
+                        remote: headers.source,
+                        localPort: headers.destinationPort,
+                        remotePort: headers.sourcePort
+                    )
+                    _ = firewall.connections.insert(
+                        key,
+                        hash: key.hash,
+                        slot: 0,
+                        state: .replied,
+                        origin: .toGuest,
+                        generation: policy.generation,
+                        now: firewall.now
+                    )
+                }
+            }
+        }
+    }
+
+    func run() -> Int {
+        var passed = 0
+        for _ in 0..<Scenarios.batchesPerRun {
+            let frames = batches[next]
+            next = next == batches.count - 1 ? 0 : next + 1
+            let pool = frames.pool
+            let batch = frames.batch
+            for index in 0..<batch.count {
+                let packet = batch[index]
+                let data = pool.data(packet)
+                let headers = FrameHeaders.walk(data, length: Int(packet.length))
+                if firewall.filter(data, headers: headers, direction: .toGuest, slot: 0, zone: Self.zone, policy: policy)
+                    == nil
+                {
+                    passed &+= 1
+                }
+            }
+        }
+        return passed
+    }
+}
