@@ -101,3 +101,27 @@ final class EchoServer {
         process.wait(timeout: 5)
     }
 }
+
+/// Polls `condition` every 50 ms until it holds or `timeout` seconds passed; returns whether it
+/// held. For waiting on an event with a deadline instead of sleeping a fixed time.
+func waitUntil(timeout: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        if try condition() { return true }
+        if Date() >= deadline { return false }
+        usleep(50_000)
+    }
+}
+
+/// The `NAME: N` lines of `butterfly nic stats NIC --all` (`drop <reason>`, `connections`,
+/// `in packets`…) by name.
+func nicCounters(_ daemon: Daemon, _ nic: String) throws -> [String: Int] {
+    var counters: [String: Int] = [:]
+    for line in try daemon.cli("nic stats \(nic) --all").stdout.split(separator: "\n") {
+        guard let colon = line.lastIndex(of: ":"),
+            let value = Int(line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        else { continue }
+        counters[String(line[..<colon])] = value
+    }
+    return counters
+}
