@@ -13,7 +13,7 @@ import ButterflyPacket
 ///        ─► ICMP error about a tracked connection ─────────────────────────────► pass
 ///        ─► rules: inbound (source, dst port) / outbound (destination, dst port; none = any)
 ///               │ no ─► no-rule-inbound / not-allowed-outbound
-///               └ yes ─► opener (TCP SYN, UDP, echo request, SCTP INIT, other protocols)?
+///               └ yes ─► opener (TCP SYN, UDP, echo request, SCTP, other protocols)?
 ///                          track it (table full of established ─► conntrack-full) ─► pass
 /// ```
 /// A stray TCP segment (ACK, RST, FIN) that a rule allows passes, but opens nothing: its
@@ -182,7 +182,8 @@ public final class Firewall {
             guard Self.isEchoRequest(headers) else { return nil }
             state = .unreplied
         case IPProtocol.sctp:
-            guard headers.tcpFlags == 1 else { return nil }  // INIT
+            // Tracked by ports like UDP (no association state); what ends one opens nothing.
+            guard headers.tcpFlags != 6 && headers.tcpFlags != 14 else { return nil }
             state = .unreplied
         default:
             state = .unreplied
