@@ -128,6 +128,21 @@ public final class CounterBlock: @unchecked Sendable {
         cbutterfly_counter_add(slots + 4 + reason.rawValue, UInt64(packets))
     }
 
+    /// The counter slots, for the packet path to count through without holding the block
+    /// (the block must outlive every use: the worker's slot owns it).
+    var rawSlots: UnsafeMutablePointer<UInt64> { slots }
+
+    @inline(__always)
+    static func countOut(_ slots: UnsafeMutablePointer<UInt64>, bytes: Int) {
+        cbutterfly_counter_add(slots + 2, 1)
+        cbutterfly_counter_add(slots + 3, UInt64(bytes))
+    }
+
+    @inline(__always)
+    static func countDrop(_ slots: UnsafeMutablePointer<UInt64>, _ reason: DropReason) {
+        cbutterfly_counter_add(slots + 4 + reason.rawValue, 1)
+    }
+
     /// Sets a drop counter kept elsewhere (a port's own, the kernel's) to its current total.
     public func setDrops(_ reason: DropReason, to total: UInt64) {
         cbutterfly_counter_store(slots + 4 + reason.rawValue, total)

@@ -44,6 +44,9 @@ public final class Worker: @unchecked Sendable {
         /// Connection entries examined for expiry per pass over the ports (and 256 times that
         /// once a second), so expiry never pauses the worker.
         public var connectionCollectBudget = 64
+        /// NIC slots (and so VNIs) a worker can hold; their packet-path state is reserved up
+        /// front (about 48 bytes each, touched only when used).
+        public var maximumNICs = 1 << 18
         public init() {}
     }
 
@@ -67,7 +70,10 @@ public final class Worker: @unchecked Sendable {
     var slots: [GuestSlot?] = []
     private var freeSlots: [Int] = []
     var slotByID: [String: Int] = [:]
-    var vnis: [UInt32: VNISwitch] = [:]
+    /// Per-VNI switches (members, MAC table), reached by index on the packet path.
+    let switches: VNISwitches
+    /// Per-slot packet-path state (`SlotPath`), `settings.maximumNICs` entries.
+    let paths: UnsafeMutablePointer<SlotPath>
     /// Slots with frames waiting in their tx batch.
     var pendingTransmit: [Int] = []
     let receiveBatch = PacketBatch()
@@ -87,6 +93,9 @@ public final class Worker: @unchecked Sendable {
         self.settings = settings
         pool = PacketPool(capacity: settings.poolCapacity)
         firewall = Firewall(connectionCapacity: settings.connectionCapacity)
+        switches = VNISwitches(capacity: settings.maximumNICs)
+        paths = .allocate(capacity: settings.maximumNICs)
+        paths.initialize(repeating: SlotPath(), count: settings.maximumNICs)
         config = DataplaneConfig(host: host)
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -97,7 +106,8 @@ public final class Worker: @unchecked Sendable {
     deinit {
         close(wakeFD)
         close(epollFD)
-        for index in vnis.keys { vnis[index]?.table.deallocate() }
+        paths.deinitialize(count: settings.maximumNICs)
+        paths.deallocate()
     }
 
     // MARK: Control plane side (any thread)
@@ -329,12 +339,13 @@ public final class Worker: @unchecked Sendable {
     private func sweep() {
         lastSweep = now
         var tableSlots = 0
-        for vni in vnis.keys { tableSlots &+= vnis[vni]!.table.slotCount }
-        for vni in vnis.keys {
-            vnis[vni]!.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
+        for index in switches.indices { tableSlots &+= switches.storage[Int(index)].table.slotCount }
+        for index in switches.indices {
+            let network = switches.storage + Int(index)
+            network.pointee.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
             // Doubling adds the table's own slots: only within the budget.
-            let room = settings.macTableSlotBudget &- tableSlots &- vnis[vni]!.table.slotCount
-            tableSlots &+= vnis[vni]!.table.resize(
+            let room = settings.macTableSlotBudget &- tableSlots &- network.pointee.table.slotCount
+            tableSlots &+= network.pointee.table.resize(
                 minimumCapacity: settings.macTableCapacity,
                 growthAllowed: room >= 0
             )
@@ -406,8 +417,10 @@ public final class Worker: @unchecked Sendable {
             }
             guest.config = nic
             updateTrace(guest)
+            refreshPath(slot)
         } else {
             let slot = freeSlots.popLast() ?? slots.count
+            precondition(slot < settings.maximumNICs, "more NICs than Worker.Settings.maximumNICs")
             if slot == slots.count { slots.append(nil) }
             slots[slot] = GuestSlot(config: nic, attachment: attachment)
             slotByID[id] = slot
@@ -416,7 +429,24 @@ public final class Worker: @unchecked Sendable {
             if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
             slots[slot]!.zone = nextZone
             nextZone &+= 1
+            refreshPath(slot)
         }
+    }
+
+    /// Copies what the packet path needs of a slot into `paths` (after any change of it).
+    private func refreshPath(_ slot: Int) {
+        guard let guest = slots[slot] else {
+            paths[slot] = SlotPath()
+            return
+        }
+        paths[slot] = SlotPath(
+            switchIndex: switches.index(of: guest.config.vni),
+            zone: guest.zone,
+            bypass: guest.config.bypassFiltering,
+            counters: guest.attachment?.counters.rawSlots,
+            transmit: Unmanaged.passUnretained(guest.transmitBatch),
+            firewall: Unmanaged.passUnretained(guest.firewall)
+        )
     }
 
     /// Opens, reopens or closes a NIC's pcap trace to match its configuration.
@@ -440,31 +470,20 @@ public final class Worker: @unchecked Sendable {
         guest.transmitBatch.releaseAll(to: pool)
         if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
         leaveVNI(slot: slot, vni: guest.config.vni)
+        paths[slot] = SlotPath()
         slots[slot] = nil
         slotByID[id] = nil
         freeSlots.append(slot)
     }
 
     private func joinVNI(slot: Int, vni: UInt32) {
-        if vnis[vni] == nil {
-            vnis[vni] = VNISwitch(
-                vni: vni,
-                table: MACTable(capacity: settings.macTableCapacity, maximumCapacity: settings.macTableMaximum)
-            )
+        _ = switches.join(vni: vni, slot: slot) {
+            MACTable(capacity: settings.macTableCapacity, maximumCapacity: settings.macTableMaximum)
         }
-        vnis[vni]!.members.append(slot)
     }
 
     private func leaveVNI(slot: Int, vni: UInt32) {
-        guard var network = vnis[vni] else { return }
-        network.members.removeAll { $0 == slot }
-        network.table.sweep(now: now, ageLimit: settings.macAgeSeconds) { $0 == Int32(slot) }
-        if network.members.isEmpty {
-            network.table.deallocate()
-            vnis[vni] = nil
-        } else {
-            vnis[vni] = network
-        }
+        switches.leave(vni: vni, slot: slot, now: now, ageLimit: settings.macAgeSeconds)
     }
 
     private func watch(_ fd: Int32, token: UInt64) {
@@ -530,18 +549,6 @@ final class GuestSlot {
     }
 
     var port: (any PacketPort)? { attachment?.port }
-}
-
-/// One VNI's switch: its local member slots and its MAC table.
-struct VNISwitch {
-    let vni: UInt32
-    var members: [Int] = []
-    var table: MACTable
-
-    init(vni: UInt32, table: MACTable) {
-        self.vni = vni
-        self.table = table
-    }
 }
 
 /// The underlay side plugged into the worker (VXLAN + ARP/ND + IGMP/MLD), `nil` in local mode.

@@ -96,8 +96,9 @@ public final class VXLANUnderlay: UnderlayProcessing {
 
     public func adopt(_ worker: Worker) {
         now = worker.now
+        cachedVNI = nil
         // With head-end replication there is no multicast to join.
-        let wanted: Set<UInt32> = settings.peers.isEmpty ? Set(worker.vnis.keys) : []
+        let wanted: Set<UInt32> = settings.peers.isEmpty ? Set(worker.switches.vnis) : []
         for vni in wanted.subtracting(joined) { sendMembership(vni: vni, join: true, worker: worker) }
         for vni in joined.subtracting(wanted) { sendMembership(vni: vni, join: false, worker: worker) }
         joined = wanted
@@ -153,12 +154,13 @@ public final class VXLANUnderlay: UnderlayProcessing {
                     worker.drop(packet, .notForThisVTEP, counters)
                     continue
                 }
-                guard worker.vnis[outer.vni] != nil else {
+                let switchIndex = switchIndex(of: outer.vni, worker: worker)
+                guard switchIndex >= 0 else {
                     worker.drop(packet, .unknownVNI, counters)
                     continue
                 }
                 learnNeighbor(from: outer)
-                fromNetwork(packet, outer: outer, worker: worker)
+                fromNetwork(packet, outer: outer, switchIndex: switchIndex, worker: worker)
             }
         }
         receiveBatch.removeAll()
@@ -206,15 +208,16 @@ public final class VXLANUnderlay: UnderlayProcessing {
 
     /// A decapsulated frame: learn where its source lives, deliver to the local NIC that owns
     /// its destination, or flood it to the VNI's local NICs (never back to the network).
-    func fromNetwork(_ packet: Packet, outer: VXLANDecapsulated, worker: Worker) {
+    func fromNetwork(_ packet: Packet, outer: VXLANDecapsulated, switchIndex: Int32, worker: Worker) {
         let data = worker.pool.data(packet)
         let source = data.loadMAC(at: 6)
+        let network = worker.switches.storage + Int(switchIndex)
         if source & (1 << 40) == 0, let index = remoteIndex(outer.outerSource) {
-            worker.vnis[outer.vni]!.table.learn(source, location: Int32(-(index + 2)), now: now)
+            network.pointee.table.learn(source, location: Int32(-(index + 2)), now: now)
         }
         let destination = data.loadMAC(at: 0)
         if destination & (1 << 40) == 0 {
-            let location = worker.vnis[outer.vni]!.table.lookup(
+            let location = network.pointee.table.lookup(
                 destination,
                 now: now,
                 ageLimit: worker.settings.macAgeSeconds
@@ -231,16 +234,46 @@ public final class VXLANUnderlay: UnderlayProcessing {
         worker.flood(packet, vni: outer.vni, from: -1, toUnderlay: false)
     }
 
+    /// The switch of `vni`, -1 when no local NIC is in it. Frames of one batch mostly share a
+    /// VNI: the last answer is kept until the next configuration.
+    @inline(__always)
+    func switchIndex(of vni: UInt32, worker: Worker) -> Int32 {
+        if let cachedVNI, cachedVNI.vni == vni { return cachedVNI.index }
+        let index = worker.switches.index(of: vni)
+        cachedVNI = (vni, index)
+        return index
+    }
+
+    var cachedVNI: (vni: UInt32, index: Int32)?
+
     func remoteIndex(_ address: UnderlayAddress) -> Int? {
-        if let index = vtepIndex[address] { return index }
+        if let lastRemote, lastRemote.address == address { return lastRemote.index }
+        if let index = vtepIndex[address] {
+            lastRemote = (address, index)
+            return index
+        }
         guard vteps.count < Self.maximumVTEPs else { return nil }
         vteps.append(address)
         vtepIndex[address] = vteps.count - 1
+        lastRemote = (address, vteps.count - 1)
         return vteps.count - 1
     }
 
+    /// The next hop the last encapsulated frame went to, resolved in second `checked`.
+    var lastResolved: (address: UnderlayAddress, mac: UInt64, checked: UInt32)?
+    /// The VTEP the last frame came from (consecutive frames mostly share it).
+    var lastRemote: (address: UnderlayAddress, index: Int)?
+    /// The neighbour the last frame refreshed, and when: refreshed at most once a second.
+    var lastNeighbor: (address: UnderlayAddress, mac: UInt64, seen: UInt32)?
+
     /// The outer source MAC is the sender's when it is on-link, else the gateway's.
     func learnNeighbor(from outer: VXLANDecapsulated) {
+        if let lastNeighbor, lastNeighbor.seen == now, lastNeighbor.mac == outer.outerSourceMAC,
+            lastNeighbor.address == outer.outerSource
+        {
+            return
+        }
+        lastNeighbor = (outer.outerSource, outer.outerSourceMAC, now)
         if isOnLink(outer.outerSource) {
             neighbors[outer.outerSource] = Neighbor(mac: outer.outerSourceMAC, seen: now)
         } else if let gateway = settings.gateway, neighbors[gateway] == nil {
@@ -257,12 +290,17 @@ public final class VXLANUnderlay: UnderlayProcessing {
             destinationMAC = multicastMAC(destination)
         } else {
             let nextHop = isOnLink(destination) ? destination : (settings.gateway ?? destination)
-            guard let neighbor = neighbors[nextHop], now &- neighbor.seen <= settings.neighborAgeSeconds else {
-                solicit(nextHop, worker: worker)
-                worker.drop(packet, .unresolvedNeighbor, worker.globalCounters)
-                return
+            if let lastResolved, lastResolved.checked == now, lastResolved.address == nextHop {
+                destinationMAC = lastResolved.mac
+            } else {
+                guard let neighbor = neighbors[nextHop], now &- neighbor.seen <= settings.neighborAgeSeconds else {
+                    solicit(nextHop, worker: worker)
+                    worker.drop(packet, .unresolvedNeighbor, worker.globalCounters)
+                    return
+                }
+                destinationMAC = neighbor.mac
+                lastResolved = (nextHop, neighbor.mac, now)
             }
-            destinationMAC = neighbor.mac
         }
         let data = worker.pool.data(packet)
         let sourcePort = FlowHash.vxlanSourcePort(FlowHash.hash(data, length: Int(packet.length)))
