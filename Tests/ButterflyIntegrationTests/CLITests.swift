@@ -206,6 +206,51 @@ struct CLITests {
         #expect(result.stdout.contains("status: true"))
     }
 
+    /// `request FILE --stdout` prints the reply's text format as it is: it ends with the
+    /// newline after its last field, and no blank line follows (as the original).
+    @Test func requestStdoutPrintsExactlyTheReply() throws {
+        let file = daemon.directory.path + "/request"
+        try """
+        messages { revision: 0 message_0 { message_id: "add" request { nic_add { id: "q1" mac: "52:54:00:00:00:01" vni: 3 } } } }
+        messages { revision: 0 message_0 { request { nic_list: true } } }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try daemon.cli(["request", file, "--stdout"])
+        #expect(result.status == 0, "\(result)")
+        #expect(
+            result.stdout == """
+                messages {
+                  revision: 7
+                  message_0 {
+                    response {
+                      status {
+                        status: true
+                      }
+                      nic_add {
+                        path: "\(daemon.directory.path)/qemu-vhost-q1"
+                      }
+                    }
+                    message_id: "add"
+                  }
+                }
+                messages {
+                  revision: 7
+                  message_0 {
+                    response {
+                      status {
+                        status: true
+                      }
+                      nic_list: "q1"
+                    }
+                  }
+                }
+
+                """
+        )
+        #expect(result.stderr == "")
+        // Without --stdout, nothing at all.
+        #expect(try daemon.cli(["request", file]).stdout == "")
+    }
+
     @Test func statusReportsDatesCounterAndGraph() throws {
         _ = try daemon.cli("nic add --id g1 --mac 52:54:00:00:00:01 --vni 5")
         let result = try daemon.cli("status")
