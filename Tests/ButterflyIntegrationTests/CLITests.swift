@@ -36,6 +36,8 @@ struct CLITests {
                 ip: 2001:db8::1
                 antispoof: false
                 bypass filtering: false
+                packet trace: false
+                packet trace path: /tmp/butterfly-\(daemon.child.pid)-nic1.pcap
                 type: VHOST_USER_SERVER
                 path: \(daemon.directory.path)/qemu-vhost-nic1
                 sg: web

@@ -64,7 +64,14 @@ extension APIService {
                 guard let nic = control.model.nics[id] else { throw .nicNotFound(id) }
                 nics = [nic]
             }
-            response.nicDetails = nics.map { $0.proto(path: control.reconciler.path(for: $0)) }
+            let reconciler = control.reconciler
+            response.nicDetails = nics.map { nic in
+                nic.details(
+                    path: reconciler.path(for: nic),
+                    traceByDefault: reconciler.traceByDefault,
+                    defaultTracePath: reconciler.defaultTracePath(forNICID: nic.id)
+                )
+            }
         } else if request.hasNicExport {
             guard control.model.nics[request.nicExport] != nil else { throw .nicNotFound(request.nicExport) }
             // Firewall sessions join the export once the firewall lands; the field is present
