@@ -253,6 +253,30 @@ struct CLITests {
         #expect(try daemon.cli(["request", file]).stdout == "")
     }
 
+    /// With a key file it cannot read, the CLI refuses to send anything (the original warned
+    /// and sent the request in clear).
+    @Test(arguments: ["missing-key", "."])
+    func unreadableKeyFileSendsNothing(key: String) throws {
+        func requestCounter() throws -> UInt64? {
+            let status = try daemon.cli("status").stdout.split(separator: "\n")
+            return status.first { $0.hasPrefix("request counter: ") }.flatMap { UInt64($0.split(separator: " ")[2]) }
+        }
+        let path = daemon.directory.path + "/" + key
+        let before = try #require(try requestCounter())
+        let result = try daemon.cli([
+            "nic", "add", "--id", "k1", "--mac", "52:54:00:00:00:01", "--vni", "1", "-k", path,
+        ])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stdout == "")
+        #expect(
+            result.stderr.hasPrefix("cannot load encryption key: cannot read encryption key file \(path)"),
+            "\(result)"
+        )
+        // The daemon saw nothing: one more request (this status), no NIC.
+        #expect(try requestCounter() == before + 1)
+        #expect(try daemon.cli("nic list").stdout == "")
+    }
+
     @Test func statusReportsDatesCounterAndGraph() throws {
         _ = try daemon.cli("nic add --id g1 --mac 52:54:00:00:00:01 --vni 5")
         let result = try daemon.cli("status")
