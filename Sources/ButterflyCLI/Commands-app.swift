@@ -37,7 +37,8 @@ extension Commands {
             throw CLIError("Error while encoding input to protobuf: \(files[0]): \(error)")
         }
         let reply = try client.send(request)
-        if toStdout && !client.verbose { Output.out(reply.textFormatString()) }
+        // The text format ends with a newline already; the original printed it as it is.
+        if toStdout && !client.verbose { Output.outAsIs(reply.textFormatString()) }
         _ = try Self.checkedResponses(reply)
     }
 

@@ -143,6 +143,11 @@ private func nic(
         #expect(r.tracePath(for: nic("n1", packetTrace: true, packetTracePath: "/explicit.pcap")) == "/explicit.pcap")
     }
 
+    @Test func defaultTracePathIsPerProcessAndNIC() {
+        #expect(reconciler().defaultTracePath(forNICID: "n1") == "/var/trace/butterfly-4242-n1.pcap")
+        #expect(reconciler(traceByDefault: true).defaultTracePath(forNICID: "x") == "/var/trace/butterfly-4242-x.pcap")
+    }
+
     @Test func snapshotCarriesTracePath() throws {
         var r = reconciler(traceByDefault: true)
         var model = Model()

@@ -55,6 +55,8 @@ struct APIGoldenTests {
 
     @Test func everyRequestType() throws {
         let dir = daemon.directory.path
+        // No -t: NICs given no trace settings report tracing off, to the daemon's per-NIC file.
+        let defaultTrace = "/tmp/butterfly-\(daemon.child.pid)-vm1.pcap"
         // A real tap interface is created: unique per test process.
         let tap = "gt\(getpid())"
         // NICs
@@ -89,19 +91,24 @@ struct APIGoldenTests {
             """
             \(Self.ok) nic_details { id: "vm1" mac: "52:54:00:aa:00:01" vni: 42 ip: "198.51.100.1" ip: "2001:db8::1"
             security_group: "web" ip_anti_spoof: false bypass_filtering: false type: VHOST_USER_SERVER
-            path: "\(dir)/qemu-vhost-vm1" }
+            path: "\(dir)/qemu-vhost-vm1" packet_trace: false packet_trace_path: "\(defaultTrace)"
+            packet_trace_is_default: true packet_trace_path_is_default: true }
             """
         )
         try step(#"nic_details: "nope""#, Self.refused("NIC: nope not found"))
         try step(
-            #"nic_update { id: "vm1" ip: "203.0.113.9" ip_anti_spoof: true security_group: "" vni: 43 }"#,
+            """
+            nic_update { id: "vm1" ip: "203.0.113.9" ip_anti_spoof: true security_group: "" vni: 43
+            packet_trace_path: "\(dir)/vm1.pcap" }
+            """,
             Self.ok
         )
         try step(
             #"nic_details: "vm1""#,
             """
             \(Self.ok) nic_details { id: "vm1" mac: "52:54:00:aa:00:01" vni: 43 ip: "203.0.113.9"
-            ip_anti_spoof: true bypass_filtering: false type: VHOST_USER_SERVER path: "\(dir)/qemu-vhost-vm1" }
+            ip_anti_spoof: true bypass_filtering: false type: VHOST_USER_SERVER path: "\(dir)/qemu-vhost-vm1"
+            packet_trace: false packet_trace_path: "\(dir)/vm1.pcap" packet_trace_is_default: true }
             """
         )
         try step(#"nic_update { id: "vm1" ip: "" }"#, Self.ok)

@@ -37,20 +37,27 @@ final class Namespaces {
         if let ipv6 { try sh("ip -n \(name) addr add \(ipv6) dev \(tap) nodad") }
     }
 
-    /// Runs a command inside a namespace.
+    /// Runs a command inside a namespace. A command the shell cannot find or run (exit 127 or
+    /// 126: a tool is missing) throws, so that no test passes on output the tool never gave.
     func exec(_ name: String, _ command: String, timeout: TimeInterval = 30) throws -> ProcessResult {
-        try runProcess("/usr/sbin/ip", ["netns", "exec", name, "sh", "-c", command], timeout: timeout)
+        let result = try runProcess("/usr/sbin/ip", ["netns", "exec", name, "sh", "-c", command], timeout: timeout)
+        guard result.status != 127 && result.status != 126 else {
+            throw HarnessError("cannot run `\(command)` (exit \(result.status)), is a tool missing? \(result.stderr)")
+        }
+        return result
     }
 
     /// A `socat` echo server inside namespace `name` listening with `address` (e.g.
     /// `TCP-LISTEN:7000,reuseaddr` or `UDP-RECVFROM:7001`), ready when this returns. It is
     /// killed when the returned value is released.
     func echoServer(in name: String, _ address: String) throws -> EchoServer {
+        try requireTool("socat")
         let process = try ChildProcess(
             "/usr/sbin/ip",
             ["netns", "exec", name, "socat", "-T", "5", address, "EXEC:/bin/cat"]
         )
         usleep(300_000)
+        guard process.isRunning else { throw HarnessError("socat \(address) in \(name) exited: \(process.stderr)") }
         return EchoServer(process: process)
     }
 
@@ -66,6 +73,17 @@ final class Namespaces {
         let family = address.contains(":") ? "-6" : "-4"
         let result = try exec(name, "ping \(family) -c 2 -i 0.2 -W 1 \(address)")
         return result.status != 0 && result.stdout.contains(" 0 received")
+    }
+}
+
+/// Fails the test when traffic tool `name` is not installed (scripts/setup installs them all):
+/// for tools started in the background, whose absence would otherwise only show as missing
+/// output, or not at all.
+func requireTool(_ name: String) throws {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+    guard path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") })
+    else {
+        throw HarnessError("required tool '\(name)' is not installed (scripts/setup installs the test tools)")
     }
 }
 

@@ -100,7 +100,7 @@ struct VXLANTests {
         #expect(try namespaces.isolated(from: red2, to: "203.0.113.2"))
         #expect(try namespaces.isolated(from: blue1, to: "203.0.113.1"))
         // Broadcasts: an ARP request from red1 reaches red2 only.
-        let arp = try namespaces.exec(red1, "arping -c 2 -w 3 -I \(red1) 203.0.113.4 || true")
+        let arp = try namespaces.exec(red1, "arping -c 2 -w 3 -I \(red1) 203.0.113.4")
         #expect(!arp.stdout.contains("Unicast reply"), "\(arp)")
         _ = blue1
     }
@@ -120,6 +120,7 @@ struct VXLANTests {
     /// in `receiver` (tests/tools/tcp_transfer.py) and expects both ends to report the same
     /// byte count and SHA-256.
     func transferIntact(from sender: String, to receiver: String, address: String, bytes: Int) throws {
+        try requireTool("python3")
         let server = try ChildProcess(
             "/usr/sbin/ip",
             ["netns", "exec", receiver, "python3", "\(Self.tools)/tcp_transfer.py", "receive", address, "7500"]
@@ -151,6 +152,7 @@ struct VXLANTests {
         // Unicast to host B only: the VMs' own IPv6 chatter (MLD reports at link-up) goes to
         // the VNI's multicast group and, under load, used to fill the capture's four packets
         // before the pings did.
+        try requireTool("tcpdump")
         let capture = try ChildProcess(
             "/usr/sbin/ip",
             [
@@ -242,6 +244,7 @@ struct VXLANTests {
         let link = try sh("ip -n \(hostB.name) -o link show \(namespaces.prefix)ub").stdout
         let mac = try #require(link.range(of: "link/ether ").map { String(link[$0.upperBound...].prefix(17)) })
         // Watch VM 2's side: none of the hostile frames' inner broadcast may reach it.
+        try requireTool("tcpdump")
         let capture = try ChildProcess(
             "/usr/sbin/ip",
             [
@@ -250,6 +253,8 @@ struct VXLANTests {
             ]
         )
         usleep(500_000)
+        // Seeing nothing proves something only if tcpdump is watching.
+        guard capture.isRunning else { throw HarnessError("tcpdump in \(vm2) did not start: \(capture.stderr)") }
         func underlayDrops() throws -> [String: Int] {
             var drops: [String: Int] = [:]
             let status = try hostB.daemon.cli("status").stdout
@@ -380,6 +385,7 @@ struct VXLANTests {
         let vm1 = try vm("v1", on: hostA, mac: "52:54:00:90:00:01", vni: 900, ipv4: "203.0.113.1/24")
         let vm2 = try vm("v2", on: hostB, mac: "52:54:00:90:00:02", vni: 900, ipv4: "203.0.113.2/24")
         #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
+        try requireTool("iperf3")
         let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", vm2, "iperf3", "-s", "-p", "5201"])
         defer {
             kill(server.pid, SIGKILL)
