@@ -12,9 +12,6 @@ extension Commands {
         if status.hasStartDate { Output.out("start date: \(status.startDate)") }
         if status.hasCurrentDate { Output.out("current date: \(status.currentDate)") }
         if status.hasRequestCounter { Output.out("request counter: \(status.requestCounter)") }
-        if status.hasConnections {
-            Output.out("connections: \(status.connections) of \(status.connectionCapacity)")
-        }
         Output.out("dot graph: \n\(status.graphDot)")
     }
 

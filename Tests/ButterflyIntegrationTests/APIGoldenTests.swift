@@ -117,9 +117,15 @@ struct APIGoldenTests {
             Self.refused("Bad Nic update format", "'nope' is not an IPv4 or IPv6 address")
         )
         try step(#"nic_update { id: "ghost" ip_anti_spoof: true }"#, Self.refused("NIC: ghost not found"))
-        try step(#"nic_stats: "vm1""#, "\(Self.ok) nic_stats { in: 0 out: 0 in_packets: 0 out_packets: 0 dropped: 0 }")
+        try step(
+            #"nic_stats: "vm1""#,
+            "\(Self.ok) nic_stats { in: 0 out: 0 in_packets: 0 out_packets: 0 dropped: 0 connections: 0 }"
+        )
         try step(#"nic_stats: "ghost""#, Self.refused("NIC: ghost not found"))
-        try step(#"nic_export: "vm1""#, "\(Self.ok) nic_export { fw_data { data: \"\" } }")
+        try step(
+            #"nic_export: "vm1""#,
+            "\(Self.ok) nic_export { fw_data { data: \"BFCT\\001\\000\\000\\000\\000\\000\\000\\000\" } }"
+        )
         try step(#"nic_export: "ghost""#, Self.refused("NIC: ghost not found"))
 
         // Security groups

@@ -221,7 +221,7 @@ struct CLITests {
         #expect(
             result.stdout == """
                 messages {
-                  revision: 7
+                  revision: 8
                   message_0 {
                     response {
                       status {
@@ -235,7 +235,7 @@ struct CLITests {
                   }
                 }
                 messages {
-                  revision: 7
+                  revision: 8
                   message_0 {
                     response {
                       status {
@@ -289,7 +289,8 @@ struct CLITests {
         #expect(lines[2] == "request counter: 2")
         #expect(lines[3] == "dot graph: ")
         #expect(lines[4] == "digraph butterfly {")
-        #expect(result.stdout.contains("\"switch vni 5\" -> \"antispoof g1\""))
+        #expect(result.stdout.contains("\"switch vni 5\" -> \"firewall g1\""))
+        #expect(result.stdout.contains("\"firewall g1\" -> \"antispoof g1\""))
     }
 
     @Test func timeoutWhenNoDaemonAnswers() throws {

@@ -143,3 +143,27 @@ func nicCounters(_ daemon: Daemon, _ nic: String) throws -> [String: Int] {
     }
     return counters
 }
+
+/// The security group the switching and tunnelling tests give their NICs: every protocol from
+/// anywhere, IPv4 and IPv6, so that those tests exercise the whole filtered path (anti-spoofing,
+/// firewall, connection tracking) without depending on particular rules. FirewallTests tests
+/// the rules themselves.
+let openGroup = "open"
+
+/// Creates `openGroup` on `daemon`.
+func createOpenGroup(on daemon: Daemon) throws {
+    for cidr in ["0.0.0.0/0", "::/0"] {
+        let result = try daemon.cli("sg rule add \(openGroup) --ip-proto all --cidr \(cidr)")
+        guard result.status == 0 else { throw HarnessError("cannot create the open group: \(result)") }
+    }
+}
+
+/// `nic add` arguments that give a NIC the addresses its VM will use (`ipv4`/`ipv6` may carry
+/// a prefix length, dropped here) and `openGroup`.
+func filteredNICArguments(ipv4: String?, ipv6: String? = nil) -> String {
+    var arguments = ""
+    for address in [ipv4, ipv6].compactMap({ $0 }) {
+        arguments += " --ip \(address.split(separator: "/")[0])"
+    }
+    return arguments + " --sg \(openGroup)"
+}

@@ -20,6 +20,7 @@ struct VXLANTests {
             extraArguments: ["-i", vtep, "--underlay-if", interface] + extra,
             namespace: name
         )
+        try createOpenGroup(on: daemon)
         return Host(name: name, daemon: daemon)
     }
 
@@ -28,7 +29,9 @@ struct VXLANTests {
     func vm(_ suffix: String, on host: Host, mac: String, vni: Int, ipv4: String, ipv6: String? = nil) throws -> String
     {
         let name = namespaces.prefix + suffix
-        let add = try host.daemon.cli("nic add --id \(name) --mac \(mac) --vni \(vni) --type TAP")
+        let add = try host.daemon.cli(
+            "nic add --id \(name) --mac \(mac) --vni \(vni) --type TAP" + filteredNICArguments(ipv4: ipv4, ipv6: ipv6)
+        )
         try #require(add.status == 0, "\(add)")
         try namespaces.add(suffix)
         try sh("ip -n \(host.name) link set \(name) netns \(name)")
@@ -373,6 +376,10 @@ struct VXLANTests {
             try sh("ip -n \(hostA.name) link set \(id) netns \(id)")
             try sh("ip -n \(id) link set \(id) up")
             try sh("ip -n \(id) addr add \(address) dev \(id)")
+            let update = try hostA.daemon.cli(
+                "nic update --id \(id) --ip \(address.split(separator: "/")[0]) --sg open"
+            )
+            try #require(update.status == 0, "\(update)")
         }
         let remote = try vm("r", on: hostB, mac: "52:54:00:81:00:01", vni: 800, ipv4: "203.0.113.20/24")
         #expect(try namespaces.pings(from: remote, to: "203.0.113.10"))
