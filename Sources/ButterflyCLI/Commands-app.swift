@@ -12,9 +12,6 @@ extension Commands {
         if status.hasStartDate { Output.out("start date: \(status.startDate)") }
         if status.hasCurrentDate { Output.out("current date: \(status.currentDate)") }
         if status.hasRequestCounter { Output.out("request counter: \(status.requestCounter)") }
-        if status.hasConnections {
-            Output.out("connections: \(status.connections) of \(status.connectionCapacity)")
-        }
         Output.out("dot graph: \n\(status.graphDot)")
     }
 
@@ -37,7 +34,8 @@ extension Commands {
             throw CLIError("Error while encoding input to protobuf: \(files[0]): \(error)")
         }
         let reply = try client.send(request)
-        if toStdout && !client.verbose { Output.out(reply.textFormatString()) }
+        // The text format ends with a newline already; the original printed it as it is.
+        if toStdout && !client.verbose { Output.outAsIs(reply.textFormatString()) }
         _ = try Self.checkedResponses(reply)
     }
 

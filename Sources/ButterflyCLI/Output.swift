@@ -8,6 +8,12 @@ enum Output {
         print(line)
     }
 
+    /// Writes `text` as it is, without adding a newline: for text that already ends with one
+    /// (protobuf text format ends every field with a newline).
+    static func outAsIs(_ text: String) {
+        print(text, terminator: "")
+    }
+
     static func error(_ line: String) {
         var text = line + "\n"
         fflush(nil)  // keep stdout and stderr lines in order when both go to one place

@@ -36,6 +36,15 @@ struct SegmentTests {
         #expect(throws: CLIError.self) { try Segment(tokens, options: &options) }
     }
 
+    /// A key that cannot be read stops the CLI before it sends anything: never in clear.
+    @Test(arguments: ["/nonexistent/butterfly.key", "/"])
+    func unreadableKeyIsAnError(path: String) {
+        var options = GlobalOptions()
+        options.keyPath = path
+        let error = #expect(throws: CLIError.self) { try options.client() }
+        #expect(error?.message.hasPrefix("cannot load encryption key: cannot read encryption key file \(path)") == true)
+    }
+
     @Test func flags() throws {
         var options = GlobalOptions()
         let segment = try Segment(["-V", "--help"], options: &options)

@@ -29,12 +29,13 @@ private final class RecordingDataplane: DataplaneBinding {
 private func makeService(
     cipher: PayloadCipher? = nil,
     published: PublishedSnapshots? = nil,
+    traceByDefault: Bool = false,
     nicCounters: @escaping (String) -> NICCounters? = { _ in nil }
 ) -> APIService {
     let control = ControlPlane(
         reconciler: Reconciler(
             host: HostConfig(vtepAddress: nil, socketDirectory: "/tmp/s", nicMTU: nil, offloads: true),
-            traceByDefault: false,
+            traceByDefault: traceByDefault,
             traceDirectory: "/tmp",
             processID: 1
         ),
@@ -293,6 +294,36 @@ private let testKey = [UInt8](repeating: 0x5A, count: 32)
         #expect(!unknown.status.status)
         #expect(unknown.status.error.description_p == "NIC: x not found")
         #expect(unknown.nicDetails.isEmpty)
+    }
+
+    /// As the original: the effective packet trace settings, the daemon's defaults marked.
+    @Test(arguments: [false, true])
+    func nicDetailsReportEffectivePacketTrace(traceByDefault: Bool) throws {
+        let service = makeService(traceByDefault: traceByDefault)
+        _ = try send(service, [nicAdd("n")])
+        let defaults = try #require(try response(service, message { $0.nicDetails = "n" }).nicDetails.first)
+        #expect(defaults.hasPacketTrace && defaults.packetTrace == traceByDefault)
+        #expect(defaults.packetTracePath == "/tmp/butterfly-1-n.pcap")
+        #expect(defaults.packetTraceIsDefault && defaults.packetTracePathIsDefault)
+
+        // Sent back as nic_add, the NIC still follows the daemon's defaults.
+        _ = try send(service, [message { $0.nicAdd = defaults }])
+        #expect(service.controlPlane.model.nics["n"]?.packetTrace == nil)
+        #expect(service.controlPlane.model.nics["n"]?.packetTracePath == nil)
+
+        _ = try send(
+            service,
+            [
+                message {
+                    $0.nicUpdate.id = "n"
+                    $0.nicUpdate.packetTrace = !traceByDefault
+                    $0.nicUpdate.packetTracePath = "/var/tmp/n.pcap"
+                }
+            ]
+        )
+        let given = try #require(try response(service, message { $0.nicDetails = "" }).nicDetails.first)
+        #expect(given.packetTrace == !traceByDefault && given.packetTracePath == "/var/tmp/n.pcap")
+        #expect(!given.hasPacketTraceIsDefault && !given.hasPacketTracePathIsDefault)
     }
 
     @Test func nicUpdate() throws {

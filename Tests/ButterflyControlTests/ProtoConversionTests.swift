@@ -221,6 +221,57 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
         #expect(!proto.hasSniffTargetNicID)
         #expect(try NIC(proto: proto) == minimal)
     }
+
+    @Test func detailsFillInTheDaemonsTraceDefaultsAndMarkThem() throws {
+        let minimal = NIC(id: "m", mac: MACAddress("02:00:00:00:00:0a")!, vni: 0)
+        for traceByDefault in [false, true] {
+            let details = minimal.details(
+                path: "",
+                traceByDefault: traceByDefault,
+                defaultTracePath: "/tmp/butterfly-7-m.pcap"
+            )
+            #expect(details.hasPacketTrace && details.packetTrace == traceByDefault)
+            #expect(details.packetTracePath == "/tmp/butterfly-7-m.pcap")
+            #expect(details.packetTraceIsDefault && details.packetTracePathIsDefault)
+            // Sent back as nic_add, the marked values count as not given.
+            #expect(try NIC(proto: details) == minimal)
+        }
+    }
+
+    @Test func detailsReportGivenTraceSettingsUnmarked() throws {
+        let given = NIC(
+            id: "g",
+            mac: MACAddress("02:00:00:00:00:0b")!,
+            vni: 0,
+            packetTrace: false,
+            packetTracePath: "/var/tmp/g.pcap"
+        )
+        let details = given.details(path: "", traceByDefault: true, defaultTracePath: "/tmp/butterfly-7-g.pcap")
+        #expect(details.hasPacketTrace && !details.packetTrace)
+        #expect(details.packetTracePath == "/var/tmp/g.pcap")
+        #expect(!details.hasPacketTraceIsDefault && !details.hasPacketTracePathIsDefault)
+        #expect(try NIC(proto: details) == given)
+
+        // Either setting may be given alone; only the other one is the default.
+        var onlyTrace = given
+        onlyTrace.packetTracePath = nil
+        let traceDetails = onlyTrace.details(path: "", traceByDefault: false, defaultTracePath: "/d.pcap")
+        #expect(traceDetails.packetTrace == false && !traceDetails.packetTraceIsDefault)
+        #expect(traceDetails.packetTracePath == "/d.pcap" && traceDetails.packetTracePathIsDefault)
+        #expect(try NIC(proto: traceDetails) == onlyTrace)
+        var onlyPath = given
+        onlyPath.packetTrace = nil
+        let pathDetails = onlyPath.details(path: "", traceByDefault: true, defaultTracePath: "/d.pcap")
+        #expect(pathDetails.packetTrace == true && pathDetails.packetTraceIsDefault)
+        #expect(pathDetails.packetTracePath == "/var/tmp/g.pcap" && !pathDetails.packetTracePathIsDefault)
+        #expect(try NIC(proto: pathDetails) == onlyPath)
+    }
+
+    @Test func theStateFilesFormCarriesOnlyWhatWasGiven() {
+        let proto = NIC(id: "m", mac: MACAddress("02:00:00:00:00:0a")!, vni: 0).proto(path: "")
+        #expect(!proto.hasPacketTrace && !proto.hasPacketTracePath)
+        #expect(!proto.hasPacketTraceIsDefault && !proto.hasPacketTracePathIsDefault)
+    }
 }
 
 @Suite struct NICUpdateProtoConversionTests {

@@ -51,7 +51,9 @@ private func nic(
         let added = r.apply(change, from: model)
         #expect(added)
         #expect(r.snapshot.version == 1)
-        let config = try #require(r.snapshot.nics["n1"])
+        var config = try #require(r.snapshot.nics["n1"])
+        #expect(config.firewall != nil, "the NIC's groups are compiled")
+        config.firewall = nil
         #expect(
             config
                 == NICConfig(
@@ -141,6 +143,11 @@ private func nic(
         #expect(r.tracePath(for: nic("n1")) == nil)
         #expect(r.tracePath(for: nic("n1", packetTrace: true)) == "/var/trace/butterfly-4242-n1.pcap")
         #expect(r.tracePath(for: nic("n1", packetTrace: true, packetTracePath: "/explicit.pcap")) == "/explicit.pcap")
+    }
+
+    @Test func defaultTracePathIsPerProcessAndNIC() {
+        #expect(reconciler().defaultTracePath(forNICID: "n1") == "/var/trace/butterfly-4242-n1.pcap")
+        #expect(reconciler(traceByDefault: true).defaultTracePath(forNICID: "x") == "/var/trace/butterfly-4242-x.pcap")
     }
 
     @Test func snapshotCarriesTracePath() throws {

@@ -55,6 +55,8 @@ struct APIGoldenTests {
 
     @Test func everyRequestType() throws {
         let dir = daemon.directory.path
+        // No -t: NICs given no trace settings report tracing off, to the daemon's per-NIC file.
+        let defaultTrace = "/tmp/butterfly-\(daemon.child.pid)-vm1.pcap"
         // A real tap interface is created: unique per test process.
         let tap = "gt\(getpid())"
         // NICs
@@ -89,19 +91,24 @@ struct APIGoldenTests {
             """
             \(Self.ok) nic_details { id: "vm1" mac: "52:54:00:aa:00:01" vni: 42 ip: "198.51.100.1" ip: "2001:db8::1"
             security_group: "web" ip_anti_spoof: false bypass_filtering: false type: VHOST_USER_SERVER
-            path: "\(dir)/qemu-vhost-vm1" }
+            path: "\(dir)/qemu-vhost-vm1" packet_trace: false packet_trace_path: "\(defaultTrace)"
+            packet_trace_is_default: true packet_trace_path_is_default: true }
             """
         )
         try step(#"nic_details: "nope""#, Self.refused("NIC: nope not found"))
         try step(
-            #"nic_update { id: "vm1" ip: "203.0.113.9" ip_anti_spoof: true security_group: "" vni: 43 }"#,
+            """
+            nic_update { id: "vm1" ip: "203.0.113.9" ip_anti_spoof: true security_group: "" vni: 43
+            packet_trace_path: "\(dir)/vm1.pcap" }
+            """,
             Self.ok
         )
         try step(
             #"nic_details: "vm1""#,
             """
             \(Self.ok) nic_details { id: "vm1" mac: "52:54:00:aa:00:01" vni: 43 ip: "203.0.113.9"
-            ip_anti_spoof: true bypass_filtering: false type: VHOST_USER_SERVER path: "\(dir)/qemu-vhost-vm1" }
+            ip_anti_spoof: true bypass_filtering: false type: VHOST_USER_SERVER path: "\(dir)/qemu-vhost-vm1"
+            packet_trace: false packet_trace_path: "\(dir)/vm1.pcap" packet_trace_is_default: true }
             """
         )
         try step(#"nic_update { id: "vm1" ip: "" }"#, Self.ok)
@@ -110,9 +117,15 @@ struct APIGoldenTests {
             Self.refused("Bad Nic update format", "'nope' is not an IPv4 or IPv6 address")
         )
         try step(#"nic_update { id: "ghost" ip_anti_spoof: true }"#, Self.refused("NIC: ghost not found"))
-        try step(#"nic_stats: "vm1""#, "\(Self.ok) nic_stats { in: 0 out: 0 in_packets: 0 out_packets: 0 dropped: 0 }")
+        try step(
+            #"nic_stats: "vm1""#,
+            "\(Self.ok) nic_stats { in: 0 out: 0 in_packets: 0 out_packets: 0 dropped: 0 connections: 0 }"
+        )
         try step(#"nic_stats: "ghost""#, Self.refused("NIC: ghost not found"))
-        try step(#"nic_export: "vm1""#, "\(Self.ok) nic_export { fw_data { data: \"\" } }")
+        try step(
+            #"nic_export: "vm1""#,
+            "\(Self.ok) nic_export { fw_data { data: \"BFCT\\001\\000\\000\\000\\000\\000\\000\\000\" } }"
+        )
         try step(#"nic_export: "ghost""#, Self.refused("NIC: ghost not found"))
 
         // Security groups

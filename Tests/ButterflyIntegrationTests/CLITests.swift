@@ -36,6 +36,8 @@ struct CLITests {
                 ip: 2001:db8::1
                 antispoof: false
                 bypass filtering: false
+                packet trace: false
+                packet trace path: /tmp/butterfly-\(daemon.child.pid)-nic1.pcap
                 type: VHOST_USER_SERVER
                 path: \(daemon.directory.path)/qemu-vhost-nic1
                 sg: web
@@ -206,6 +208,75 @@ struct CLITests {
         #expect(result.stdout.contains("status: true"))
     }
 
+    /// `request FILE --stdout` prints the reply's text format as it is: it ends with the
+    /// newline after its last field, and no blank line follows (as the original).
+    @Test func requestStdoutPrintsExactlyTheReply() throws {
+        let file = daemon.directory.path + "/request"
+        try """
+        messages { revision: 0 message_0 { message_id: "add" request { nic_add { id: "q1" mac: "52:54:00:00:00:01" vni: 3 } } } }
+        messages { revision: 0 message_0 { request { nic_list: true } } }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try daemon.cli(["request", file, "--stdout"])
+        #expect(result.status == 0, "\(result)")
+        #expect(
+            result.stdout == """
+                messages {
+                  revision: 8
+                  message_0 {
+                    response {
+                      status {
+                        status: true
+                      }
+                      nic_add {
+                        path: "\(daemon.directory.path)/qemu-vhost-q1"
+                      }
+                    }
+                    message_id: "add"
+                  }
+                }
+                messages {
+                  revision: 8
+                  message_0 {
+                    response {
+                      status {
+                        status: true
+                      }
+                      nic_list: "q1"
+                    }
+                  }
+                }
+
+                """
+        )
+        #expect(result.stderr == "")
+        // Without --stdout, nothing at all.
+        #expect(try daemon.cli(["request", file]).stdout == "")
+    }
+
+    /// With a key file it cannot read, the CLI refuses to send anything (the original warned
+    /// and sent the request in clear).
+    @Test(arguments: ["missing-key", "."])
+    func unreadableKeyFileSendsNothing(key: String) throws {
+        func requestCounter() throws -> UInt64? {
+            let status = try daemon.cli("status").stdout.split(separator: "\n")
+            return status.first { $0.hasPrefix("request counter: ") }.flatMap { UInt64($0.split(separator: " ")[2]) }
+        }
+        let path = daemon.directory.path + "/" + key
+        let before = try #require(try requestCounter())
+        let result = try daemon.cli([
+            "nic", "add", "--id", "k1", "--mac", "52:54:00:00:00:01", "--vni", "1", "-k", path,
+        ])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stdout == "")
+        #expect(
+            result.stderr.hasPrefix("cannot load encryption key: cannot read encryption key file \(path)"),
+            "\(result)"
+        )
+        // The daemon saw nothing: one more request (this status), no NIC.
+        #expect(try requestCounter() == before + 1)
+        #expect(try daemon.cli("nic list").stdout == "")
+    }
+
     @Test func statusReportsDatesCounterAndGraph() throws {
         _ = try daemon.cli("nic add --id g1 --mac 52:54:00:00:00:01 --vni 5")
         let result = try daemon.cli("status")
@@ -218,7 +289,8 @@ struct CLITests {
         #expect(lines[2] == "request counter: 2")
         #expect(lines[3] == "dot graph: ")
         #expect(lines[4] == "digraph butterfly {")
-        #expect(result.stdout.contains("\"switch vni 5\" -> \"antispoof g1\""))
+        #expect(result.stdout.contains("\"switch vni 5\" -> \"firewall g1\""))
+        #expect(result.stdout.contains("\"firewall g1\" -> \"antispoof g1\""))
     }
 
     @Test func timeoutWhenNoDaemonAnswers() throws {

@@ -37,20 +37,27 @@ final class Namespaces {
         if let ipv6 { try sh("ip -n \(name) addr add \(ipv6) dev \(tap) nodad") }
     }
 
-    /// Runs a command inside a namespace.
+    /// Runs a command inside a namespace. A command the shell cannot find or run (exit 127 or
+    /// 126: a tool is missing) throws, so that no test passes on output the tool never gave.
     func exec(_ name: String, _ command: String, timeout: TimeInterval = 30) throws -> ProcessResult {
-        try runProcess("/usr/sbin/ip", ["netns", "exec", name, "sh", "-c", command], timeout: timeout)
+        let result = try runProcess("/usr/sbin/ip", ["netns", "exec", name, "sh", "-c", command], timeout: timeout)
+        guard result.status != 127 && result.status != 126 else {
+            throw HarnessError("cannot run `\(command)` (exit \(result.status)), is a tool missing? \(result.stderr)")
+        }
+        return result
     }
 
     /// A `socat` echo server inside namespace `name` listening with `address` (e.g.
     /// `TCP-LISTEN:7000,reuseaddr` or `UDP-RECVFROM:7001`), ready when this returns. It is
     /// killed when the returned value is released.
     func echoServer(in name: String, _ address: String) throws -> EchoServer {
+        try requireTool("socat")
         let process = try ChildProcess(
             "/usr/sbin/ip",
             ["netns", "exec", name, "socat", "-T", "5", address, "EXEC:/bin/cat"]
         )
         usleep(300_000)
+        guard process.isRunning else { throw HarnessError("socat \(address) in \(name) exited: \(process.stderr)") }
         return EchoServer(process: process)
     }
 
@@ -66,6 +73,17 @@ final class Namespaces {
         let family = address.contains(":") ? "-6" : "-4"
         let result = try exec(name, "ping \(family) -c 2 -i 0.2 -W 1 \(address)")
         return result.status != 0 && result.stdout.contains(" 0 received")
+    }
+}
+
+/// Fails the test when traffic tool `name` is not installed (scripts/setup installs them all):
+/// for tools started in the background, whose absence would otherwise only show as missing
+/// output, or not at all.
+func requireTool(_ name: String) throws {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+    guard path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") })
+    else {
+        throw HarnessError("required tool '\(name)' is not installed (scripts/setup installs the test tools)")
     }
 }
 
@@ -124,4 +142,28 @@ func nicCounters(_ daemon: Daemon, _ nic: String) throws -> [String: Int] {
         counters[String(line[..<colon])] = value
     }
     return counters
+}
+
+/// The security group the switching and tunnelling tests give their NICs: every protocol from
+/// anywhere, IPv4 and IPv6, so that those tests exercise the whole filtered path (anti-spoofing,
+/// firewall, connection tracking) without depending on particular rules. FirewallTests tests
+/// the rules themselves.
+let openGroup = "open"
+
+/// Creates `openGroup` on `daemon`.
+func createOpenGroup(on daemon: Daemon) throws {
+    for cidr in ["0.0.0.0/0", "::/0"] {
+        let result = try daemon.cli("sg rule add \(openGroup) --ip-proto all --cidr \(cidr)")
+        guard result.status == 0 else { throw HarnessError("cannot create the open group: \(result)") }
+    }
+}
+
+/// `nic add` arguments that give a NIC the addresses its VM will use (`ipv4`/`ipv6` may carry
+/// a prefix length, dropped here) and `openGroup`.
+func filteredNICArguments(ipv4: String?, ipv6: String? = nil) -> String {
+    var arguments = ""
+    for address in [ipv4, ipv6].compactMap({ $0 }) {
+        arguments += " --ip \(address.split(separator: "/")[0])"
+    }
+    return arguments + " --sg \(openGroup)"
 }

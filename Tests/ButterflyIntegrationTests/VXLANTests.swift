@@ -20,6 +20,7 @@ struct VXLANTests {
             extraArguments: ["-i", vtep, "--underlay-if", interface] + extra,
             namespace: name
         )
+        try createOpenGroup(on: daemon)
         return Host(name: name, daemon: daemon)
     }
 
@@ -28,7 +29,9 @@ struct VXLANTests {
     func vm(_ suffix: String, on host: Host, mac: String, vni: Int, ipv4: String, ipv6: String? = nil) throws -> String
     {
         let name = namespaces.prefix + suffix
-        let add = try host.daemon.cli("nic add --id \(name) --mac \(mac) --vni \(vni) --type TAP")
+        let add = try host.daemon.cli(
+            "nic add --id \(name) --mac \(mac) --vni \(vni) --type TAP" + filteredNICArguments(ipv4: ipv4, ipv6: ipv6)
+        )
         try #require(add.status == 0, "\(add)")
         try namespaces.add(suffix)
         try sh("ip -n \(host.name) link set \(name) netns \(name)")
@@ -100,7 +103,7 @@ struct VXLANTests {
         #expect(try namespaces.isolated(from: red2, to: "203.0.113.2"))
         #expect(try namespaces.isolated(from: blue1, to: "203.0.113.1"))
         // Broadcasts: an ARP request from red1 reaches red2 only.
-        let arp = try namespaces.exec(red1, "arping -c 2 -w 3 -I \(red1) 203.0.113.4 || true")
+        let arp = try namespaces.exec(red1, "arping -c 2 -w 3 -I \(red1) 203.0.113.4")
         #expect(!arp.stdout.contains("Unicast reply"), "\(arp)")
         _ = blue1
     }
@@ -120,6 +123,7 @@ struct VXLANTests {
     /// in `receiver` (tests/tools/tcp_transfer.py) and expects both ends to report the same
     /// byte count and SHA-256.
     func transferIntact(from sender: String, to receiver: String, address: String, bytes: Int) throws {
+        try requireTool("python3")
         let server = try ChildProcess(
             "/usr/sbin/ip",
             ["netns", "exec", receiver, "python3", "\(Self.tools)/tcp_transfer.py", "receive", address, "7500"]
@@ -151,6 +155,7 @@ struct VXLANTests {
         // Unicast to host B only: the VMs' own IPv6 chatter (MLD reports at link-up) goes to
         // the VNI's multicast group and, under load, used to fill the capture's four packets
         // before the pings did.
+        try requireTool("tcpdump")
         let capture = try ChildProcess(
             "/usr/sbin/ip",
             [
@@ -242,6 +247,7 @@ struct VXLANTests {
         let link = try sh("ip -n \(hostB.name) -o link show \(namespaces.prefix)ub").stdout
         let mac = try #require(link.range(of: "link/ether ").map { String(link[$0.upperBound...].prefix(17)) })
         // Watch VM 2's side: none of the hostile frames' inner broadcast may reach it.
+        try requireTool("tcpdump")
         let capture = try ChildProcess(
             "/usr/sbin/ip",
             [
@@ -250,6 +256,8 @@ struct VXLANTests {
             ]
         )
         usleep(500_000)
+        // Seeing nothing proves something only if tcpdump is watching.
+        guard capture.isRunning else { throw HarnessError("tcpdump in \(vm2) did not start: \(capture.stderr)") }
         func underlayDrops() throws -> [String: Int] {
             var drops: [String: Int] = [:]
             let status = try hostB.daemon.cli("status").stdout
@@ -368,6 +376,10 @@ struct VXLANTests {
             try sh("ip -n \(hostA.name) link set \(id) netns \(id)")
             try sh("ip -n \(id) link set \(id) up")
             try sh("ip -n \(id) addr add \(address) dev \(id)")
+            let update = try hostA.daemon.cli(
+                "nic update --id \(id) --ip \(address.split(separator: "/")[0]) --sg open"
+            )
+            try #require(update.status == 0, "\(update)")
         }
         let remote = try vm("r", on: hostB, mac: "52:54:00:81:00:01", vni: 800, ipv4: "203.0.113.20/24")
         #expect(try namespaces.pings(from: remote, to: "203.0.113.10"))
@@ -380,6 +392,7 @@ struct VXLANTests {
         let vm1 = try vm("v1", on: hostA, mac: "52:54:00:90:00:01", vni: 900, ipv4: "203.0.113.1/24")
         let vm2 = try vm("v2", on: hostB, mac: "52:54:00:90:00:02", vni: 900, ipv4: "203.0.113.2/24")
         #expect(try namespaces.pings(from: vm1, to: "203.0.113.2"))
+        try requireTool("iperf3")
         let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", vm2, "iperf3", "-s", "-p", "5201"])
         defer {
             kill(server.pid, SIGKILL)

@@ -10,8 +10,10 @@ import Testing
 /// A real tap in both modes: created by the port, moved into a namespace of the test's own
 /// (198.51.100.2/24, IPv6 off, a permanent neighbour 198.51.100.1 at the documentation MAC),
 /// where the kernel's stack sends to and answers the port.
-@Suite(.serialized, .enabled(if: getuid() == 0, "needs root: network namespaces and taps"))
+@Suite(.serialized)
 struct TapPortTests {
+    init() throws { try requireRoot(for: "network namespaces and taps") }
+
     @Test(arguments: [false, true]) func framesGoBothWaysInEitherMode(offloads: Bool) throws {
         let tag = offloads ? "o" : "p"
         let namespace = "btnst\(tag)\(getpid())"

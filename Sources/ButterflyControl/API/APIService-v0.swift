@@ -64,7 +64,14 @@ extension APIService {
                 guard let nic = control.model.nics[id] else { throw .nicNotFound(id) }
                 nics = [nic]
             }
-            response.nicDetails = nics.map { $0.proto(path: control.reconciler.path(for: $0)) }
+            let reconciler = control.reconciler
+            response.nicDetails = nics.map { nic in
+                nic.details(
+                    path: reconciler.path(for: nic),
+                    traceByDefault: reconciler.traceByDefault,
+                    defaultTracePath: reconciler.defaultTracePath(forNICID: nic.id)
+                )
+            }
         } else if request.hasNicExport {
             let id = request.nicExport
             guard control.model.nics[id] != nil else { throw .nicNotFound(id) }

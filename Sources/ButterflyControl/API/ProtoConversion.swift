@@ -46,8 +46,10 @@ extension NIC {
                 ? proto.sniffTargetNicID : nil,
             bypassFiltering: proto.bypassFiltering,
             kind: kind,
-            packetTrace: proto.hasPacketTrace ? proto.packetTrace : nil,
-            packetTracePath: proto.hasPacketTracePath && !proto.packetTracePath.isEmpty ? proto.packetTracePath : nil,
+            // A value marked as the daemon's default (a nic_details reply sent back) was not given.
+            packetTrace: proto.hasPacketTrace && !proto.packetTraceIsDefault ? proto.packetTrace : nil,
+            packetTracePath: proto.hasPacketTracePath && !proto.packetTracePathIsDefault
+                && !proto.packetTracePath.isEmpty ? proto.packetTracePath : nil,
             bench: bench
         )
         try validate()
@@ -69,6 +71,23 @@ extension NIC {
         return ids.filter { seen.insert($0).inserted }
     }
 
+    /// The NIC as `nic_details` reports it: `proto(path:)` plus the effective packet trace
+    /// settings (as the original did), where the NIC has none of its own the daemon's
+    /// defaults, marked `…_is_default` so that `butterfly dump` can leave them out.
+    func details(path: String, traceByDefault: Bool, defaultTracePath: String) -> MessageV0.Nic {
+        var out = proto(path: path)
+        if packetTrace == nil {
+            out.packetTrace = traceByDefault
+            out.packetTraceIsDefault = true
+        }
+        if packetTracePath == nil {
+            out.packetTracePath = defaultTracePath
+            out.packetTracePathIsDefault = true
+        }
+        return out
+    }
+
+    /// The NIC as it was given (what the state file keeps), with `path` when not empty.
     func proto(path: String) -> MessageV0.Nic {
         var out = MessageV0.Nic()
         out.id = id

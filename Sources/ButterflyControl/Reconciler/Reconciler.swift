@@ -92,10 +92,15 @@ public struct Reconciler: Sendable {
         }
     }
 
+    /// Where a NIC given no trace path is traced: `<traceDirectory>/butterfly-<pid>-<nic>.pcap`.
+    public func defaultTracePath(forNICID id: String) -> String {
+        "\(traceDirectory)/butterfly-\(processID)-\(id).pcap"
+    }
+
     /// The pcap file of a NIC being traced, or `nil` when its tracing is off.
     public func tracePath(for nic: NIC) -> String? {
         guard nic.packetTrace ?? traceByDefault else { return nil }
-        return nic.packetTracePath ?? "\(traceDirectory)/butterfly-\(processID)-\(nic.id).pcap"
+        return nic.packetTracePath ?? defaultTracePath(forNICID: nic.id)
     }
 
     private func nicConfig(_ nic: NIC) -> NICConfig {

@@ -1,6 +1,6 @@
 extension DataplaneConfig {
     /// The configured graph in Graphviz DOT: the underlay and VXLAN endpoint, one switch per
-    /// VNI, and each NIC's chain (`antispoof → nic`, or straight to the NIC with
+    /// VNI, and each NIC's chain (`firewall → antispoof → nic`, or straight to the NIC with
     /// `bypass_filtering`). Node names are quoted, so any NIC id is safe.
     ///
     /// With `counters`, each NIC node carries its live packet and drop counts (the running
@@ -10,6 +10,7 @@ extension DataplaneConfig {
         if let global {
             var label = "underlay\\nin \(global.inPackets) pkts / out \(global.outPackets) pkts"
             for drop in global.drops { label += "\\ndrop \(drop.reason): \(drop.packets)" }
+            label += "\\nconnections \(global.connections)"
             lines.append("  \"underlay\" [label=\"\(label)\"];")
         }
         let vtep = host.vtepAddress.map { "vxlan \($0)" } ?? "local only"
@@ -40,8 +41,11 @@ extension DataplaneConfig {
             if nic.bypassFiltering {
                 lines.append("  \"switch vni \(nic.vni)\" -> \(nicNode);")
             } else {
-                // The firewall node joins the chain when security groups are enforced (next issue).
-                lines.append("  \"switch vni \(nic.vni)\" -> \"antispoof \(id)\";")
+                if let counters, let live = counters(nic.id) {
+                    lines.append("  \"firewall \(id)\" [label=\"firewall \(id)\\nconnections \(live.connections)\"];")
+                }
+                lines.append("  \"switch vni \(nic.vni)\" -> \"firewall \(id)\";")
+                lines.append("  \"firewall \(id)\" -> \"antispoof \(id)\";")
                 lines.append("  \"antispoof \(id)\" -> \(nicNode);")
             }
         }

@@ -180,131 +180,161 @@ public nonisolated struct MessageV0: Sendable {
     fileprivate var _error: MessageV0.Error? = nil
   }
 
-  public nonisolated struct Nic: Sendable {
+  public nonisolated struct Nic: @unchecked Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
     public var id: String {
-      get {_id ?? String()}
-      set {_id = newValue}
+      get {_storage._id ?? String()}
+      set {_uniqueStorage()._id = newValue}
     }
     /// Returns true if `id` has been explicitly set.
-    public var hasID: Bool {self._id != nil}
+    public var hasID: Bool {_storage._id != nil}
     /// Clears the value of `id`. Subsequent reads from it will return its default value.
-    public mutating func clearID() {self._id = nil}
+    public mutating func clearID() {_uniqueStorage()._id = nil}
 
     public var mac: String {
-      get {_mac ?? String()}
-      set {_mac = newValue}
+      get {_storage._mac ?? String()}
+      set {_uniqueStorage()._mac = newValue}
     }
     /// Returns true if `mac` has been explicitly set.
-    public var hasMac: Bool {self._mac != nil}
+    public var hasMac: Bool {_storage._mac != nil}
     /// Clears the value of `mac`. Subsequent reads from it will return its default value.
-    public mutating func clearMac() {self._mac = nil}
+    public mutating func clearMac() {_uniqueStorage()._mac = nil}
 
     public var vni: UInt32 {
-      get {_vni ?? 0}
-      set {_vni = newValue}
+      get {_storage._vni ?? 0}
+      set {_uniqueStorage()._vni = newValue}
     }
     /// Returns true if `vni` has been explicitly set.
-    public var hasVni: Bool {self._vni != nil}
+    public var hasVni: Bool {_storage._vni != nil}
     /// Clears the value of `vni`. Subsequent reads from it will return its default value.
-    public mutating func clearVni() {self._vni = nil}
+    public mutating func clearVni() {_uniqueStorage()._vni = nil}
 
-    public var ip: [String] = []
+    public var ip: [String] {
+      get {_storage._ip}
+      set {_uniqueStorage()._ip = newValue}
+    }
 
-    public var securityGroup: [String] = []
+    public var securityGroup: [String] {
+      get {_storage._securityGroup}
+      set {_uniqueStorage()._securityGroup = newValue}
+    }
 
     public var ipAntiSpoof: Bool {
-      get {_ipAntiSpoof ?? false}
-      set {_ipAntiSpoof = newValue}
+      get {_storage._ipAntiSpoof ?? false}
+      set {_uniqueStorage()._ipAntiSpoof = newValue}
     }
     /// Returns true if `ipAntiSpoof` has been explicitly set.
-    public var hasIpAntiSpoof: Bool {self._ipAntiSpoof != nil}
+    public var hasIpAntiSpoof: Bool {_storage._ipAntiSpoof != nil}
     /// Clears the value of `ipAntiSpoof`. Subsequent reads from it will return its default value.
-    public mutating func clearIpAntiSpoof() {self._ipAntiSpoof = nil}
+    public mutating func clearIpAntiSpoof() {_uniqueStorage()._ipAntiSpoof = nil}
 
     public var sniffTargetNicID: String {
-      get {_sniffTargetNicID ?? String()}
-      set {_sniffTargetNicID = newValue}
+      get {_storage._sniffTargetNicID ?? String()}
+      set {_uniqueStorage()._sniffTargetNicID = newValue}
     }
     /// Returns true if `sniffTargetNicID` has been explicitly set.
-    public var hasSniffTargetNicID: Bool {self._sniffTargetNicID != nil}
+    public var hasSniffTargetNicID: Bool {_storage._sniffTargetNicID != nil}
     /// Clears the value of `sniffTargetNicID`. Subsequent reads from it will return its default value.
-    public mutating func clearSniffTargetNicID() {self._sniffTargetNicID = nil}
+    public mutating func clearSniffTargetNicID() {_uniqueStorage()._sniffTargetNicID = nil}
 
     public var bypassFiltering: Bool {
-      get {_bypassFiltering ?? false}
-      set {_bypassFiltering = newValue}
+      get {_storage._bypassFiltering ?? false}
+      set {_uniqueStorage()._bypassFiltering = newValue}
     }
     /// Returns true if `bypassFiltering` has been explicitly set.
-    public var hasBypassFiltering: Bool {self._bypassFiltering != nil}
+    public var hasBypassFiltering: Bool {_storage._bypassFiltering != nil}
     /// Clears the value of `bypassFiltering`. Subsequent reads from it will return its default value.
-    public mutating func clearBypassFiltering() {self._bypassFiltering = nil}
+    public mutating func clearBypassFiltering() {_uniqueStorage()._bypassFiltering = nil}
 
     public var type: MessageV0.Nic.TypeEnum {
-      get {_type ?? .vhostUserServer}
-      set {_type = newValue}
+      get {_storage._type ?? .vhostUserServer}
+      set {_uniqueStorage()._type = newValue}
     }
     /// Returns true if `type` has been explicitly set.
-    public var hasType: Bool {self._type != nil}
+    public var hasType: Bool {_storage._type != nil}
     /// Clears the value of `type`. Subsequent reads from it will return its default value.
-    public mutating func clearType() {self._type = nil}
+    public mutating func clearType() {_uniqueStorage()._type = nil}
 
     public var path: String {
-      get {_path ?? String()}
-      set {_path = newValue}
+      get {_storage._path ?? String()}
+      set {_uniqueStorage()._path = newValue}
     }
     /// Returns true if `path` has been explicitly set.
-    public var hasPath: Bool {self._path != nil}
+    public var hasPath: Bool {_storage._path != nil}
     /// Clears the value of `path`. Subsequent reads from it will return its default value.
-    public mutating func clearPath() {self._path = nil}
+    public mutating func clearPath() {_uniqueStorage()._path = nil}
 
     public var packetTrace: Bool {
-      get {_packetTrace ?? false}
-      set {_packetTrace = newValue}
+      get {_storage._packetTrace ?? false}
+      set {_uniqueStorage()._packetTrace = newValue}
     }
     /// Returns true if `packetTrace` has been explicitly set.
-    public var hasPacketTrace: Bool {self._packetTrace != nil}
+    public var hasPacketTrace: Bool {_storage._packetTrace != nil}
     /// Clears the value of `packetTrace`. Subsequent reads from it will return its default value.
-    public mutating func clearPacketTrace() {self._packetTrace = nil}
+    public mutating func clearPacketTrace() {_uniqueStorage()._packetTrace = nil}
 
     public var packetTracePath: String {
-      get {_packetTracePath ?? String()}
-      set {_packetTracePath = newValue}
+      get {_storage._packetTracePath ?? String()}
+      set {_uniqueStorage()._packetTracePath = newValue}
     }
     /// Returns true if `packetTracePath` has been explicitly set.
-    public var hasPacketTracePath: Bool {self._packetTracePath != nil}
+    public var hasPacketTracePath: Bool {_storage._packetTracePath != nil}
     /// Clears the value of `packetTracePath`. Subsequent reads from it will return its default value.
-    public mutating func clearPacketTracePath() {self._packetTracePath = nil}
+    public mutating func clearPacketTracePath() {_uniqueStorage()._packetTracePath = nil}
 
     public var btype: String {
-      get {_btype ?? String()}
-      set {_btype = newValue}
+      get {_storage._btype ?? String()}
+      set {_uniqueStorage()._btype = newValue}
     }
     /// Returns true if `btype` has been explicitly set.
-    public var hasBtype: Bool {self._btype != nil}
+    public var hasBtype: Bool {_storage._btype != nil}
     /// Clears the value of `btype`. Subsequent reads from it will return its default value.
-    public mutating func clearBtype() {self._btype = nil}
+    public mutating func clearBtype() {_uniqueStorage()._btype = nil}
 
     public var dip: String {
-      get {_dip ?? String()}
-      set {_dip = newValue}
+      get {_storage._dip ?? String()}
+      set {_uniqueStorage()._dip = newValue}
     }
     /// Returns true if `dip` has been explicitly set.
-    public var hasDip: Bool {self._dip != nil}
+    public var hasDip: Bool {_storage._dip != nil}
     /// Clears the value of `dip`. Subsequent reads from it will return its default value.
-    public mutating func clearDip() {self._dip = nil}
+    public mutating func clearDip() {_uniqueStorage()._dip = nil}
 
     public var dmac: String {
-      get {_dmac ?? String()}
-      set {_dmac = newValue}
+      get {_storage._dmac ?? String()}
+      set {_uniqueStorage()._dmac = newValue}
     }
     /// Returns true if `dmac` has been explicitly set.
-    public var hasDmac: Bool {self._dmac != nil}
+    public var hasDmac: Bool {_storage._dmac != nil}
     /// Clears the value of `dmac`. Subsequent reads from it will return its default value.
-    public mutating func clearDmac() {self._dmac = nil}
+    public mutating func clearDmac() {_uniqueStorage()._dmac = nil}
+
+    /// [ours] nic_details always reports the effective packet_trace and
+    /// packet_trace_path; these say which of them the NIC was not given, so
+    /// that the value shown is the daemon's default (`butterflyd -t`,
+    /// `<trace dir>/butterfly-<pid>-<nic id>.pcap`). `butterfly dump` leaves
+    /// such values out, and a nic_add carrying them treats the field as not
+    /// given: a NIC sent back as nic_add keeps following the daemon's defaults.
+    public var packetTraceIsDefault: Bool {
+      get {_storage._packetTraceIsDefault ?? false}
+      set {_uniqueStorage()._packetTraceIsDefault = newValue}
+    }
+    /// Returns true if `packetTraceIsDefault` has been explicitly set.
+    public var hasPacketTraceIsDefault: Bool {_storage._packetTraceIsDefault != nil}
+    /// Clears the value of `packetTraceIsDefault`. Subsequent reads from it will return its default value.
+    public mutating func clearPacketTraceIsDefault() {_uniqueStorage()._packetTraceIsDefault = nil}
+
+    public var packetTracePathIsDefault: Bool {
+      get {_storage._packetTracePathIsDefault ?? false}
+      set {_uniqueStorage()._packetTracePathIsDefault = newValue}
+    }
+    /// Returns true if `packetTracePathIsDefault` has been explicitly set.
+    public var hasPacketTracePathIsDefault: Bool {_storage._packetTracePathIsDefault != nil}
+    /// Clears the value of `packetTracePathIsDefault`. Subsequent reads from it will return its default value.
+    public mutating func clearPacketTracePathIsDefault() {_uniqueStorage()._packetTracePathIsDefault = nil}
 
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -325,19 +355,7 @@ public nonisolated struct MessageV0: Sendable {
 
     public init() {}
 
-    fileprivate var _id: String? = nil
-    fileprivate var _mac: String? = nil
-    fileprivate var _vni: UInt32? = nil
-    fileprivate var _ipAntiSpoof: Bool? = nil
-    fileprivate var _sniffTargetNicID: String? = nil
-    fileprivate var _bypassFiltering: Bool? = nil
-    fileprivate var _type: MessageV0.Nic.TypeEnum? = nil
-    fileprivate var _path: String? = nil
-    fileprivate var _packetTrace: Bool? = nil
-    fileprivate var _packetTracePath: String? = nil
-    fileprivate var _btype: String? = nil
-    fileprivate var _dip: String? = nil
-    fileprivate var _dmac: String? = nil
+    fileprivate var _storage = _StorageClass.defaultInstance
   }
 
   public nonisolated struct NicUpdateReq: Sendable {
@@ -1406,110 +1424,190 @@ nonisolated extension MessageV0.Status: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension MessageV0.Nic: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".Nic"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}mac\0\u{1}vni\0\u{1}ip\0\u{3}security_group\0\u{3}ip_anti_spoof\0\u{3}sniff_target_nic_id\0\u{3}bypass_filtering\0\u{1}type\0\u{1}path\0\u{3}packet_trace\0\u{3}packet_trace_path\0\u{1}btype\0\u{1}dip\0\u{1}dmac\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}mac\0\u{1}vni\0\u{1}ip\0\u{3}security_group\0\u{3}ip_anti_spoof\0\u{3}sniff_target_nic_id\0\u{3}bypass_filtering\0\u{1}type\0\u{1}path\0\u{3}packet_trace\0\u{3}packet_trace_path\0\u{1}btype\0\u{1}dip\0\u{1}dmac\0\u{3}packet_trace_is_default\0\u{3}packet_trace_path_is_default\0")
+
+  fileprivate class _StorageClass {
+    var _id: String? = nil
+    var _mac: String? = nil
+    var _vni: UInt32? = nil
+    var _ip: [String] = []
+    var _securityGroup: [String] = []
+    var _ipAntiSpoof: Bool? = nil
+    var _sniffTargetNicID: String? = nil
+    var _bypassFiltering: Bool? = nil
+    var _type: MessageV0.Nic.TypeEnum? = nil
+    var _path: String? = nil
+    var _packetTrace: Bool? = nil
+    var _packetTracePath: String? = nil
+    var _btype: String? = nil
+    var _dip: String? = nil
+    var _dmac: String? = nil
+    var _packetTraceIsDefault: Bool? = nil
+    var _packetTracePathIsDefault: Bool? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _mac = source._mac
+      _vni = source._vni
+      _ip = source._ip
+      _securityGroup = source._securityGroup
+      _ipAntiSpoof = source._ipAntiSpoof
+      _sniffTargetNicID = source._sniffTargetNicID
+      _bypassFiltering = source._bypassFiltering
+      _type = source._type
+      _path = source._path
+      _packetTrace = source._packetTrace
+      _packetTracePath = source._packetTracePath
+      _btype = source._btype
+      _dip = source._dip
+      _dmac = source._dmac
+      _packetTraceIsDefault = source._packetTraceIsDefault
+      _packetTracePathIsDefault = source._packetTracePathIsDefault
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public var isInitialized: Bool {
-    if self._id == nil {return false}
-    if self._mac == nil {return false}
-    if self._vni == nil {return false}
-    return true
+    return withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._id == nil {return false}
+      if _storage._mac == nil {return false}
+      if _storage._vni == nil {return false}
+      return true
+    }
   }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self._id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self._mac) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._vni) }()
-      case 4: try { try decoder.decodeRepeatedStringField(value: &self.ip) }()
-      case 5: try { try decoder.decodeRepeatedStringField(value: &self.securityGroup) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self._ipAntiSpoof) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self._sniffTargetNicID) }()
-      case 8: try { try decoder.decodeSingularBoolField(value: &self._bypassFiltering) }()
-      case 9: try { try decoder.decodeSingularEnumField(value: &self._type) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self._path) }()
-      case 11: try { try decoder.decodeSingularBoolField(value: &self._packetTrace) }()
-      case 12: try { try decoder.decodeSingularStringField(value: &self._packetTracePath) }()
-      case 13: try { try decoder.decodeSingularStringField(value: &self._btype) }()
-      case 14: try { try decoder.decodeSingularStringField(value: &self._dip) }()
-      case 15: try { try decoder.decodeSingularStringField(value: &self._dmac) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._mac) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._vni) }()
+        case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._ip) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._securityGroup) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._ipAntiSpoof) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._sniffTargetNicID) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._bypassFiltering) }()
+        case 9: try { try decoder.decodeSingularEnumField(value: &_storage._type) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._path) }()
+        case 11: try { try decoder.decodeSingularBoolField(value: &_storage._packetTrace) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._packetTracePath) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._btype) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._dip) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._dmac) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._packetTraceIsDefault) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._packetTracePathIsDefault) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._id {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
-    } }()
-    try { if let v = self._mac {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
-    } }()
-    try { if let v = self._vni {
-      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
-    } }()
-    if !self.ip.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.ip, fieldNumber: 4)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._id {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._mac {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._vni {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+      } }()
+      if !_storage._ip.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._ip, fieldNumber: 4)
+      }
+      if !_storage._securityGroup.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._securityGroup, fieldNumber: 5)
+      }
+      try { if let v = _storage._ipAntiSpoof {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._sniffTargetNicID {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 7)
+      } }()
+      try { if let v = _storage._bypassFiltering {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._type {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._path {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._packetTrace {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._packetTracePath {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 12)
+      } }()
+      try { if let v = _storage._btype {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._dip {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 14)
+      } }()
+      try { if let v = _storage._dmac {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 15)
+      } }()
+      try { if let v = _storage._packetTraceIsDefault {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 16)
+      } }()
+      try { if let v = _storage._packetTracePathIsDefault {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 17)
+      } }()
     }
-    if !self.securityGroup.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.securityGroup, fieldNumber: 5)
-    }
-    try { if let v = self._ipAntiSpoof {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 6)
-    } }()
-    try { if let v = self._sniffTargetNicID {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 7)
-    } }()
-    try { if let v = self._bypassFiltering {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
-    } }()
-    try { if let v = self._type {
-      try visitor.visitSingularEnumField(value: v, fieldNumber: 9)
-    } }()
-    try { if let v = self._path {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 10)
-    } }()
-    try { if let v = self._packetTrace {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 11)
-    } }()
-    try { if let v = self._packetTracePath {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 12)
-    } }()
-    try { if let v = self._btype {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 13)
-    } }()
-    try { if let v = self._dip {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 14)
-    } }()
-    try { if let v = self._dmac {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 15)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: MessageV0.Nic, rhs: MessageV0.Nic) -> Bool {
-    if lhs._id != rhs._id {return false}
-    if lhs._mac != rhs._mac {return false}
-    if lhs._vni != rhs._vni {return false}
-    if lhs.ip != rhs.ip {return false}
-    if lhs.securityGroup != rhs.securityGroup {return false}
-    if lhs._ipAntiSpoof != rhs._ipAntiSpoof {return false}
-    if lhs._sniffTargetNicID != rhs._sniffTargetNicID {return false}
-    if lhs._bypassFiltering != rhs._bypassFiltering {return false}
-    if lhs._type != rhs._type {return false}
-    if lhs._path != rhs._path {return false}
-    if lhs._packetTrace != rhs._packetTrace {return false}
-    if lhs._packetTracePath != rhs._packetTracePath {return false}
-    if lhs._btype != rhs._btype {return false}
-    if lhs._dip != rhs._dip {return false}
-    if lhs._dmac != rhs._dmac {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._mac != rhs_storage._mac {return false}
+        if _storage._vni != rhs_storage._vni {return false}
+        if _storage._ip != rhs_storage._ip {return false}
+        if _storage._securityGroup != rhs_storage._securityGroup {return false}
+        if _storage._ipAntiSpoof != rhs_storage._ipAntiSpoof {return false}
+        if _storage._sniffTargetNicID != rhs_storage._sniffTargetNicID {return false}
+        if _storage._bypassFiltering != rhs_storage._bypassFiltering {return false}
+        if _storage._type != rhs_storage._type {return false}
+        if _storage._path != rhs_storage._path {return false}
+        if _storage._packetTrace != rhs_storage._packetTrace {return false}
+        if _storage._packetTracePath != rhs_storage._packetTracePath {return false}
+        if _storage._btype != rhs_storage._btype {return false}
+        if _storage._dip != rhs_storage._dip {return false}
+        if _storage._dmac != rhs_storage._dmac {return false}
+        if _storage._packetTraceIsDefault != rhs_storage._packetTraceIsDefault {return false}
+        if _storage._packetTracePathIsDefault != rhs_storage._packetTracePathIsDefault {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
