@@ -1,5 +1,6 @@
 import ButterflyControl
 import ButterflyProtocol
+import ButterflyDataplane
 
 extension Commands {
     func nicList(_ arguments: [String]) throws(CLIError) {
@@ -22,6 +23,31 @@ extension Commands {
         Output.out("dropped: \(stats.dropped)")
         for drop in stats.drops { Output.out("drop \(drop.reason): \(drop.packets)") }
         if stats.hasConnections { Output.out("connections: \(stats.connections)") }
+    }
+
+    func nicExport(_ arguments: [String]) throws(CLIError) {
+        try Self.exactly(1, arguments, "nic export", "NIC")
+        let data = try call({ $0.nicExport = arguments[0] }).nicExport.fwData.data
+        guard let records = ConnectionExport.decode([UInt8](data)) else {
+            throw CLIError("nic export: the daemon sent \(data.count) bytes that are not a connection export")
+        }
+        for record in records {
+            let name = FirewallRule.protocolName(record.ipProtocol)
+            let state = ConnectionState(rawValue: record.state)?.name ?? "state-\(record.state)"
+            let opener = record.origin == 0 ? "guest" : "peer"
+            Output.out(
+                "\(name) \(Self.endpoint(record.local, record.localPort)) <-> "
+                    + "\(Self.endpoint(record.remote, record.remotePort)) \(state) opened-by \(opener) "
+                    + "expires-in \(record.secondsLeft)s"
+            )
+        }
+    }
+
+    /// `address:port` (`[v6]:port`), IPv4-mapped addresses shown as IPv4.
+    static func endpoint(_ address: UInt128, _ port: UInt16) -> String {
+        if address >> 32 == 0xFFFF { return "\(IPAddress.v4(UInt32(truncatingIfNeeded: address))):\(port)" }
+        let v6 = IPAddress.v6(high: UInt64(truncatingIfNeeded: address >> 64), low: UInt64(truncatingIfNeeded: address))
+        return "[\(v6)]:\(port)"
     }
 
     func nicFirewall(_ arguments: [String]) throws(CLIError) {

@@ -10,7 +10,7 @@ struct Commands {
     /// Command groups and their subcommands; anything else is a leaf command.
     static let groups: [String: [String]] = [
         "": ["nic", "sg", "status", "shutdown", "request", "dump"],
-        "nic": ["list", "stats", "details", "firewall", "sg", "add", "del", "update"],
+        "nic": ["list", "stats", "details", "firewall", "export", "sg", "add", "del", "update"],
         "nic sg": ["list", "add", "del", "set"],
         "sg": ["list", "add", "del", "rule", "member"],
         "sg rule": ["list", "add", "del"],
@@ -54,6 +54,7 @@ struct Commands {
         case "nic stats": try nicStats(arguments)
         case "nic details": try nicDetails(arguments)
         case "nic firewall": try nicFirewall(arguments)
+        case "nic export": try nicExport(arguments)
         case "nic add": try nicAdd(arguments)
         case "nic update": try nicUpdate(arguments)
         case "nic del": try nicDelete(arguments)

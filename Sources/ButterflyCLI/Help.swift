@@ -33,6 +33,7 @@ enum Help {
             stats    show nic statistics
             details  prints nics's details
             firewall show the nic's effective firewall rules
+            export   show the nic's tracked connections (nic_export)
             sg       manage security groups attached to a nic
             add      create a new nic
             del      remove nic(s)
@@ -49,6 +50,12 @@ enum Help {
 
         Show some statistics of a vnic (in bytes)
             --all   also packets, drops by reason and tracked connections
+        """,
+        "nic export": """
+        usage: butterfly nic export NIC [options...]
+
+        Show the connections the nic's firewall tracks, one per line: protocol, the nic's
+        side, the peer, state, who opened it, seconds left (decoded from nic_export).
         """,
         "nic firewall": """
         usage: butterfly nic firewall NIC [options...]

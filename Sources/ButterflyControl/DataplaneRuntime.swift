@@ -28,12 +28,17 @@ public protocol DataplaneBinding: AnyObject {
     func exportConnections(of id: String) -> [UInt8]?
     /// The connection table's bound.
     var connectionCapacity: Int? { get }
+    /// The worker's longest pause to adopt a configuration, in nanoseconds.
+    var longestAdoptionNanoseconds: UInt64? { get }
+    var lastAdoptionNanoseconds: UInt64? { get }
 }
 
 extension DataplaneBinding {
     public func globalCounters() -> NICCounters? { nil }
     public func exportConnections(of id: String) -> [UInt8]? { ConnectionExport.encode([], now: 0) }
     public var connectionCapacity: Int? { nil }
+    public var longestAdoptionNanoseconds: UInt64? { nil }
+    public var lastAdoptionNanoseconds: UInt64? { nil }
 }
 
 public final class DataplaneRuntime: DataplaneBinding {
@@ -99,6 +104,9 @@ public final class DataplaneRuntime: DataplaneBinding {
     }
 
     public var connectionCapacity: Int? { worker.connections.capacity }
+
+    public var longestAdoptionNanoseconds: UInt64? { worker.longestAdoptionNanoseconds }
+    public var lastAdoptionNanoseconds: UInt64? { worker.lastAdoptionNanoseconds }
 
     public func counters(of id: String) -> NICCounters? {
         attachments[id]?.counters.snapshot

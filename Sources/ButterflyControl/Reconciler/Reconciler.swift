@@ -64,9 +64,21 @@ public struct Reconciler: Sendable {
             var affected = nicsByGroup[id] ?? []
             for referencing in groupsReferencing[id] ?? [] { affected.formUnion(nicsByGroup[referencing] ?? []) }
             changedNICs = affected.sorted()
+            // NICs with the same group list share their matchers: compiled once per list.
+            var compiled: [[String]: (inbound: RuleMatcher, outbound: RuleMatcher?)] = [:]
             for nicID in changedNICs {
                 guard var config = snapshot.nics[nicID] else { continue }
-                config.firewall = compile(config)
+                let matchers =
+                    compiled[config.securityGroups]
+                    ?? FirewallPolicy.compileMatchers(config.securityGroups, groups: snapshot.securityGroups)
+                compiled[config.securityGroups] = matchers
+                config.firewall = FirewallPolicy(
+                    inbound: matchers.inbound,
+                    outbound: matchers.outbound,
+                    generation: nextGeneration,
+                    ownAddresses: FirewallPolicy.ownAddresses(of: config)
+                )
+                nextGeneration &+= 1
                 snapshot.nics[nicID] = config
             }
         }

@@ -59,6 +59,8 @@ public final class Worker: @unchecked Sendable {
     private let questions = Mutex<(question: WorkerQuestion, answer: WorkerAnswer?)?>(nil)
     private let questionPending = Atomic<Bool>(false)
     private let adopted = Atomic<UInt64>(0)
+    private let longestAdoption = Atomic<UInt64>(0)
+    private let lastAdoption = Atomic<UInt64>(0)
     private let running = Atomic<Bool>(true)
     private let wakeFD: Int32
     private let epollFD: Int32
@@ -130,6 +132,18 @@ public final class Worker: @unchecked Sendable {
         pending.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
+    }
+
+    /// The longest time the worker spent adopting one configuration (its longest pause in
+    /// packet processing for a change), in nanoseconds since start.
+    public var longestAdoptionNanoseconds: UInt64 { longestAdoption.load(ordering: .relaxed) }
+    /// The time the worker spent adopting the last configuration, in nanoseconds.
+    public var lastAdoptionNanoseconds: UInt64 { lastAdoption.load(ordering: .relaxed) }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 
     /// The version of the last configuration the worker adopted.
@@ -373,7 +387,11 @@ public final class Worker: @unchecked Sendable {
                 return state
             })
         else { return }
+        let start = Self.monotonicNanoseconds()
         adopt(update)
+        let took = Self.monotonicNanoseconds() &- start
+        if took > longestAdoption.load(ordering: .relaxed) { longestAdoption.store(took, ordering: .relaxed) }
+        lastAdoption.store(took, ordering: .relaxed)
         adopted.store(update.config.version, ordering: .releasing)
     }
 

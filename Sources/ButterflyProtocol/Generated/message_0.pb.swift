@@ -926,6 +926,27 @@ public nonisolated struct MessageV0: Sendable {
     /// Clears the value of `connectionCapacity`. Subsequent reads from it will return its default value.
     public mutating func clearConnectionCapacity() {self._connectionCapacity = nil}
 
+    /// [ours, revision 8] The longest time the packet worker paused to adopt one
+    /// configuration change, in microseconds since the daemon started.
+    public var longestAdoptionUs: UInt64 {
+      get {_longestAdoptionUs ?? 0}
+      set {_longestAdoptionUs = newValue}
+    }
+    /// Returns true if `longestAdoptionUs` has been explicitly set.
+    public var hasLongestAdoptionUs: Bool {self._longestAdoptionUs != nil}
+    /// Clears the value of `longestAdoptionUs`. Subsequent reads from it will return its default value.
+    public mutating func clearLongestAdoptionUs() {self._longestAdoptionUs = nil}
+
+    /// [ours, revision 8] The same for the last change adopted.
+    public var lastAdoptionUs: UInt64 {
+      get {_lastAdoptionUs ?? 0}
+      set {_lastAdoptionUs = newValue}
+    }
+    /// Returns true if `lastAdoptionUs` has been explicitly set.
+    public var hasLastAdoptionUs: Bool {self._lastAdoptionUs != nil}
+    /// Clears the value of `lastAdoptionUs`. Subsequent reads from it will return its default value.
+    public mutating func clearLastAdoptionUs() {self._lastAdoptionUs = nil}
+
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
@@ -936,6 +957,8 @@ public nonisolated struct MessageV0: Sendable {
     fileprivate var _graphDot: String? = nil
     fileprivate var _connections: UInt64? = nil
     fileprivate var _connectionCapacity: UInt64? = nil
+    fileprivate var _longestAdoptionUs: UInt64? = nil
+    fileprivate var _lastAdoptionUs: UInt64? = nil
   }
 
   public nonisolated struct AppConfigReq: Sendable {
@@ -2251,7 +2274,7 @@ nonisolated extension MessageV0.NicExportRes: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".AppStatusRes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}start_date\0\u{3}current_date\0\u{3}request_counter\0\u{3}graph_dot\0\u{1}connections\0\u{3}connection_capacity\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}start_date\0\u{3}current_date\0\u{3}request_counter\0\u{3}graph_dot\0\u{1}connections\0\u{3}connection_capacity\0\u{3}longest_adoption_us\0\u{3}last_adoption_us\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2265,6 +2288,8 @@ nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtob
       case 4: try { try decoder.decodeSingularStringField(value: &self._graphDot) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self._connections) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self._connectionCapacity) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self._longestAdoptionUs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self._lastAdoptionUs) }()
       default: break
       }
     }
@@ -2293,6 +2318,12 @@ nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._connectionCapacity {
       try visitor.visitSingularUInt64Field(value: v, fieldNumber: 6)
     } }()
+    try { if let v = self._longestAdoptionUs {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._lastAdoptionUs {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2303,6 +2334,8 @@ nonisolated extension MessageV0.AppStatusRes: SwiftProtobuf.Message, SwiftProtob
     if lhs._graphDot != rhs._graphDot {return false}
     if lhs._connections != rhs._connections {return false}
     if lhs._connectionCapacity != rhs._connectionCapacity {return false}
+    if lhs._longestAdoptionUs != rhs._longestAdoptionUs {return false}
+    if lhs._lastAdoptionUs != rhs._lastAdoptionUs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
