@@ -28,10 +28,14 @@ enum FirewallFixtures {
         var index = 0
         while rules.count < count {
             let port = UInt16(10_000 + index % 50_000)
-            let peer: FirewallRule.Peer =
-                index % 3 == 0
-                ? .cidr(.v6(high: 0x2001_0DB8_0000_0000 | UInt64(index & 0xFFFF) << 16, low: 0), prefixLength: 48)
-                : .cidr(.v4(0xC633_6400 &+ UInt32(index % 256) << 8), prefixLength: 24 + index % 9)
+            let peer: FirewallRule.Peer
+            if index % 3 == 0 {
+                let high: UInt64 = 0x2001_0DB8_0000_0000 | UInt64(index & 0xFFFF) << 16
+                peer = .cidr(.v6(high: high, low: 0), prefixLength: 48)
+            } else {
+                let network: UInt32 = 0xC633_6400 &+ UInt32(index % 256) << 8
+                peer = .cidr(.v4(network), prefixLength: UInt8(24 + index % 9))
+            }
             rules.append(
                 FirewallRule(
                     direction: .inbound,
