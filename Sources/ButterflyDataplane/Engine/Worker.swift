@@ -278,7 +278,9 @@ public final class Worker: @unchecked Sendable {
         return UInt32(truncatingIfNeeded: time.tv_sec)
     }
 
-    private func sweep() {
+    /// Once a second from the loop (internal, not private: tests call it to publish the gauges
+    /// and collect expired connections without waiting for the clock).
+    func sweep() {
         lastSweep = now
         var tableSlots = 0
         for vni in vnis.keys { tableSlots &+= vnis[vni]!.table.slotCount }
