@@ -44,6 +44,17 @@ import Testing
         #expect(ConnectionState.tcp(.established, flags: Self.syn | Self.ack, fromOrigin: false) == .established)
     }
 
+    @Test func simultaneousOpen() {
+        // RFC 9293 §3.5 figure 7: both sides send SYN, then both answer with SYN+ACK.
+        let states = Self.walk([
+            (Self.syn, false),
+            (Self.syn | Self.ack, true),
+            (Self.syn | Self.ack, false),
+            (Self.ack, true),
+        ])
+        #expect(states == [.synReceived, .synReceived, .synReceived, .established])
+    }
+
     @Test func closeFromTheOpener() {
         let states = Self.walk(
             [

@@ -591,6 +591,19 @@ final class FirewallLab {
         #expect(lab.attachments["a"]!.counters.connections == 1)
     }
 
+    @Test func simultaneousOpenThroughTheWorker() {
+        // Both guests send a SYN (RFC 9293 §3.5 figure 7); b's crosses a's, then both answer.
+        lab.setGroups("b", [Self.group("from-a", [Self.allow(6, 6000...6000, from: "203.0.113.10/32")])])
+        #expect(lab.passes("a", "b", lab.tcp4("a", "b", 5000, 6000, Self.syn)))
+        #expect(lab.passes("b", "a", lab.tcp4("b", "a", 6000, 5000, Self.syn)))
+        #expect(lab.passes("a", "b", lab.tcp4("a", "b", 5000, 6000, Self.syn | Self.ack)))
+        #expect(lab.passes("b", "a", lab.tcp4("b", "a", 6000, 5000, Self.syn | Self.ack)))
+        #expect(lab.passes("a", "b", lab.tcp4("a", "b", 5000, 6000, Self.ack)))
+        #expect(lab.tracked("a").map(\.state) == [.established])
+        #expect(lab.tracked("b").map(\.state) == [.established])
+        #expect(lab.drops("a", .invalidTCPState) + lab.drops("b", .invalidTCPState) == 0)
+    }
+
     @Test func aGuestsConnectionFromAnAddressItNoLongerHasIsCut() {
         openBToA()
         #expect(lab.handshake4("a", "b", 40000, 22))
