@@ -398,6 +398,29 @@ final class FirewallLab {
         #expect(!lab.passes("b", "a", lab.ip6("b", "a", 58, TestFrame.icmp(type: 129, identifier: 10))))
     }
 
+    @Test func anICMPErrorQuotingATrackedFlowPasses() {
+        openBToA()
+        let datagram = TestFrame.ipv4(FirewallLab.v4["a"]!, FirewallLab.v4["b"]!, 17, TestFrame.udp(5000, 53))
+        #expect(lab.passes("a", "b", lab.ip4("a", "b", 17, TestFrame.udp(5000, 53))))
+        // Port unreachable (RFC 792): the IP header and the first 8 bytes of the datagram.
+        let error = lab.ip4("b", "a", 1, TestFrame.icmp(type: 3, code: 3, payload: Array(datagram.prefix(28))))
+        #expect(lab.passes("b", "a", error))
+        // About a flow nobody opened: a has no rule for it.
+        let stranger = TestFrame.ipv4(FirewallLab.v4["a"]!, FirewallLab.v4["b"]!, 17, TestFrame.udp(5001, 53))
+        let unrelated = lab.ip4("b", "a", 1, TestFrame.icmp(type: 3, code: 3, payload: Array(stranger.prefix(28))))
+        #expect(!lab.passes("b", "a", unrelated))
+        #expect(lab.drops("a", .noRuleInbound) == 1)
+        // ICMPv6 destination unreachable (RFC 4443 §3.1).
+        let datagram6 = TestFrame.ipv6(FirewallLab.v6["a"]!, FirewallLab.v6["b"]!, 17, TestFrame.udp(5000, 53))
+        #expect(lab.passes("a", "b", lab.ip6("a", "b", 17, TestFrame.udp(5000, 53))))
+        let error6 = lab.ip6("b", "a", 58, TestFrame.icmp(type: 1, code: 4, payload: Array(datagram6.prefix(48))))
+        #expect(lab.passes("b", "a", error6))
+        // Time exceeded about a ping (the quoted packet is an echo request).
+        let ping = TestFrame.ipv4(FirewallLab.v4["a"]!, FirewallLab.v4["b"]!, 1, TestFrame.icmp(type: 8, identifier: 5))
+        #expect(lab.passes("a", "b", lab.ip4("a", "b", 1, TestFrame.icmp(type: 8, identifier: 5))))
+        #expect(lab.passes("b", "a", lab.ip4("b", "a", 1, TestFrame.icmp(type: 11, payload: Array(ping.prefix(28))))))
+    }
+
     @Test func sctpAndOtherProtocolsAreTrackedToo() {
         lab.setGroups(
             "b",

@@ -237,8 +237,9 @@ extension Worker {
             let headerLength = Int(data.loadByte(at: inner) & 0x0F) * 4
             guard headerLength >= 20 else { return false }
             innerProtocol = data.loadByte(at: inner + 9)
-            source = UInt128(data.loadBigEndian32(at: inner + 12))
-            destination = UInt128(data.loadBigEndian32(at: inner + 16))
+            // Where the connection table keeps IPv4 (FrameHeaders: IPv4-mapped).
+            source = FrameHeaders.ipv4Mapped | UInt128(data.loadBigEndian32(at: inner + 12))
+            destination = FrameHeaders.ipv4Mapped | UInt128(data.loadBigEndian32(at: inner + 16))
             ports = inner + headerLength
         } else {
             guard inner + 40 <= headers.networkEnd else { return false }
