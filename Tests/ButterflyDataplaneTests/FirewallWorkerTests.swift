@@ -398,6 +398,18 @@ final class FirewallLab {
         #expect(!lab.passes("b", "a", lab.ip6("b", "a", 58, TestFrame.icmp(type: 129, identifier: 10))))
     }
 
+    @Test func anEchoRequestFromThePeerIsNotAReply() {
+        // a pings b (a's connection); b's own echo request with the same identifier is not a
+        // reply to it, and a has no rule letting pings in.
+        openBToA()
+        #expect(lab.passes("a", "b", lab.ip4("a", "b", 1, TestFrame.icmp(type: 8, identifier: 77))))
+        #expect(!lab.passes("b", "a", lab.ip4("b", "a", 1, TestFrame.icmp(type: 8, identifier: 77))))
+        #expect(lab.drops("a", .noRuleInbound) == 1)
+        #expect(lab.passes("b", "a", lab.ip4("b", "a", 1, TestFrame.icmp(type: 0, identifier: 77))))
+        #expect(lab.passes("a", "b", lab.ip6("a", "b", 58, TestFrame.icmp(type: 128, identifier: 9))))
+        #expect(!lab.passes("b", "a", lab.ip6("b", "a", 58, TestFrame.icmp(type: 128, identifier: 9))))
+    }
+
     @Test func anICMPErrorQuotingATrackedFlowPasses() {
         openBToA()
         let datagram = TestFrame.ipv4(FirewallLab.v4["a"]!, FirewallLab.v4["b"]!, 17, TestFrame.udp(5000, 53))

@@ -103,15 +103,22 @@ extension Worker {
         policy: FirewallPolicy
     ) -> DropReason? {
         let protocolNumber = headers.ipProtocol
+        let isICMP = protocolNumber == IPProtocol.icmp || protocolNumber == IPProtocol.icmpv6
+        var sourcePort = headers.sourcePort
+        var destinationPort = headers.destinationPort
+        if isICMP {
+            // An echo's identifier is keyed on the side that sent the request, so a request
+            // from the peer with the same identifier is never taken for a reply.
+            if Self.isEchoRequest(headers) { destinationPort = 0 } else { sourcePort = 0 }
+        }
         let key = ConnectionKey(
             zone: zone,
             ipProtocol: protocolNumber,
             local: toGuest ? headers.destination : headers.source,
             remote: toGuest ? headers.source : headers.destination,
-            localPort: toGuest ? headers.destinationPort : headers.sourcePort,
-            remotePort: toGuest ? headers.sourcePort : headers.destinationPort
+            localPort: toGuest ? destinationPort : sourcePort,
+            remotePort: toGuest ? sourcePort : destinationPort
         )
-        let isICMP = protocolNumber == IPProtocol.icmp || protocolNumber == IPProtocol.icmpv6
         let hash = key.hash
         var entry = isICMP && !Self.isEcho(headers) ? -1 : connections.find(key, hash: hash, now: now)
         if entry >= 0 {
@@ -252,8 +259,12 @@ extension Worker {
         var sourcePort = data.loadBigEndian16(at: ports)
         var destinationPort = data.loadBigEndian16(at: ports + 2)
         if innerProtocol == IPProtocol.icmp || innerProtocol == IPProtocol.icmpv6 {
-            sourcePort = data.loadBigEndian16(at: ports + 4)
-            destinationPort = sourcePort
+            // The quoted echo's identifier, on the side that sent the request (as `track` keys it).
+            let identifier = data.loadBigEndian16(at: ports + 4)
+            let innerType = data.loadByte(at: ports)
+            let isRequest = innerType == 8 || innerType == 128
+            sourcePort = isRequest ? identifier : 0
+            destinationPort = isRequest ? 0 : identifier
         }
         // The quoted packet went the other way: toward the guest's peer when the error comes in.
         let key = ConnectionKey(
