@@ -592,6 +592,39 @@ final class FirewallLab {
         #expect(lab.tracked("a").map(\.key.remotePort) == [80])
     }
 
+    @Test func ipv6FramesWithIPv4MappedAddressesAreNotIPv4() {
+        // b lets in TCP 22 from a's IPv4 address; an IPv6 frame from ::ffff:203.0.113.10 must not
+        // pass for it (RFC 6890 table 20), nor match a's IPv4 connection.
+        lab.setGroups("b", [Self.group("from-a4", [Self.allow(6, 22...22, from: "203.0.113.10/32")])])
+        let mappedA = peer("::ffff:203.0.113.10")
+        let mappedB = peer("::ffff:203.0.113.11")
+        func mapped(_ source: UInt128, _ destination: UInt128, _ payload: [UInt8], next: UInt8 = 6) -> [UInt8] {
+            TestFrame.ethernet(
+                to: FirewallLab.macs["b"]!,
+                from: FirewallLab.macs["a"]!,
+                type: 0x86DD,
+                TestFrame.ipv6(source, destination, next, payload)
+            )
+        }
+        #expect(!lab.passes("a", "b", mapped(mappedA, FirewallLab.v6["b"]!, TestFrame.tcp(40000, 22, flags: Self.syn))))
+        #expect(!lab.passes("a", "b", mapped(mappedA, mappedB, TestFrame.tcp(40000, 22, flags: Self.syn))))
+        // a opened UDP to b over IPv4 (anything goes out); b's IPv6 answer from its mapped
+        // address is not that flow's reply.
+        #expect(!lab.passes("a", "b", lab.udp4("a", "b", 5000, 53)))
+        let fakeReply = TestFrame.ethernet(
+            to: FirewallLab.macs["a"]!,
+            from: FirewallLab.macs["b"]!,
+            type: 0x86DD,
+            TestFrame.ipv6(mappedB, mappedA, 17, TestFrame.udp(53, 5000))
+        )
+        #expect(!lab.passes("b", "a", fakeReply))
+        // Nor does an ICMPv6 error quoting an IPv6 packet with those addresses relate to it.
+        let quoted = TestFrame.ipv6(mappedB, mappedA, 17, TestFrame.udp(53, 5000))
+        let error = lab.ip6("b", "a", 58, TestFrame.icmp(type: 1, code: 4, payload: Array(quoted.prefix(48))))
+        #expect(!lab.passes("b", "a", error))
+        #expect(lab.worker.connections.count == 1, "a's UDP flow only")
+    }
+
     @Test func theConnectionsGaugeAfterTheSweep() {
         openBToA()
         #expect(lab.handshake4("a", "b", 40000, 22))

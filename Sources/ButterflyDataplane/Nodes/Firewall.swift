@@ -253,6 +253,8 @@ extension Worker {
             innerProtocol = data.loadByte(at: inner + 6)
             source = data.loadBigEndian128(at: inner + 8)
             destination = data.loadBigEndian128(at: inner + 24)
+            // Not an IPv6 packet anyone sent (see FrameHeaders.walkIPv6), nor one of our IPv4 flows.
+            guard !FrameHeaders.isIPv4Mapped(source) && !FrameHeaders.isIPv4Mapped(destination) else { return false }
             ports = inner + 40
         }
         guard ports + 8 <= headers.networkEnd else { return false }
