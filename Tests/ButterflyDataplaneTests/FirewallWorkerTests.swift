@@ -707,4 +707,25 @@ final class FirewallLab {
         #expect(lab.passes("b", "a", lab.tcp4("b", "a", 22, 40000, Self.ack)))
         #expect(lab.worker.connections.evictions == 0)
     }
+
+    @Test func anICMPErrorGoesOnlyToWhoSentTheQuotedPacket() {
+        // a may reach only b; its error about b's segment may go to b, not elsewhere.
+        openBToA()
+        lab.setGroups(
+            "a",
+            [Self.group("to-b", [Self.allow(6, 22...22, from: "203.0.113.11/32", direction: .outbound)])]
+        )
+        lab.setGroups("c", [Self.group("from-a", [Self.allow(nil, nil, from: "203.0.113.10/32")])])
+        #expect(lab.handshake4("a", "b", 40000, 22))
+        let segment = TestFrame.ipv4(
+            FirewallLab.v4["b"]!,
+            FirewallLab.v4["a"]!,
+            6,
+            TestFrame.tcp(22, 40000, flags: Self.ack)
+        )
+        let quote = TestFrame.icmp(type: 3, code: 3, payload: Array(segment.prefix(28)))
+        #expect(!lab.passes("a", "c", lab.ip4("a", "c", 1, quote)))
+        #expect(lab.drops("a", .notAllowedOutbound) == 1)
+        #expect(lab.passes("a", "b", lab.ip4("a", "b", 1, quote)))
+    }
 }

@@ -10,7 +10,7 @@ import ButterflyPacket
 ///        ─► tracked connection? ─ policy changed since? re-check the opening rule ─┐
 ///               │ yes: TCP state machine ─► invalid ─► invalid-tcp-state          │ no longer allowed:
 ///               │                          └► pass (refresh deadline)             │ forget it, go on ▼
-///        ─► ICMP error about a tracked connection ─────────────────────────────► pass
+///        ─► ICMP error about a tracked connection, to the quoted packet's sender ─► pass
 ///        ─► rules: inbound (source, dst port) / outbound (destination, dst port; none = any)
 ///               │ no ─► no-rule-inbound / not-allowed-outbound
 ///               └ yes ─► opener (TCP SYN, UDP, echo request, SCTP INIT, other protocols)?
@@ -258,6 +258,9 @@ extension Worker {
             ports = inner + 40
         }
         guard ports + 8 <= headers.networkEnd else { return false }
+        // An error goes back to the sender of the packet it quotes (as nf_conntrack checks): one
+        // addressed to anyone else would carry a payload past the rules in the error's name.
+        guard headers.destination == source else { return false }
         var sourcePort = data.loadBigEndian16(at: ports)
         var destinationPort = data.loadBigEndian16(at: ports + 2)
         if innerProtocol == IPProtocol.icmp || innerProtocol == IPProtocol.icmpv6 {
