@@ -728,4 +728,25 @@ final class FirewallLab {
         #expect(lab.drops("a", .notAllowedOutbound) == 1)
         #expect(lab.passes("a", "b", lab.ip4("a", "b", 1, quote)))
     }
+
+    @Test func ipv6FragmentsWithExtensionHeadersAfterTheFragmentHeader() {
+        // RFC 8200 §4.5: the fragment header names the fragmentable part's first header
+        // (destination options here), while the first fragment shows UDP further on.
+        openBToA()
+        func fragment(offset: Int, more: Bool) -> [UInt8] {
+            let options: [UInt8] = [17, 0, 1, 4, 0, 0, 0, 0]  // next UDP, 8 bytes, PadN
+            let payload =
+                offset == 0
+                ? options + TestFrame.udp(5000, 53, payload: [UInt8](repeating: 7, count: 8)) : [1, 2, 3, 4]
+            return TestFrame.ethernet(
+                to: FirewallLab.macs["b"]!,
+                from: FirewallLab.macs["a"]!,
+                type: 0x86DD,
+                TestFrame.ipv6(FirewallLab.v6["a"]!, FirewallLab.v6["b"]!, 60, payload, fragment: (77, offset, more))
+            )
+        }
+        #expect(lab.passes("a", "b", fragment(offset: 0, more: true)))
+        #expect(lab.passes("a", "b", fragment(offset: 24, more: false)))
+        #expect(lab.drops("a", .fragment) + lab.drops("b", .fragment) == 0)
+    }
 }

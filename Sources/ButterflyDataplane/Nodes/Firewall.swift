@@ -45,11 +45,15 @@ extension Worker {
         let toGuest = direction == .toGuest
         let policy = guest.firewall
         let protocolNumber = headers.ipProtocol
+        // IPv6 names a datagram by addresses and identification only (RFC 8200 §4.5): a later
+        // fragment's header gives the fragmentable part's first header, which is not the
+        // upper-layer protocol when extension headers follow the fragment header.
+        let fragmentProtocol = headers.network == .ipv4 ? protocolNumber : 0
         if headers.fragment == .later {
             let known = fragments.allows(
                 zone: guest.zone,
                 toGuest: toGuest,
-                ipProtocol: protocolNumber,
+                ipProtocol: fragmentProtocol,
                 source: headers.source,
                 destination: headers.destination,
                 identification: headers.fragmentID,
@@ -63,7 +67,7 @@ extension Worker {
             fragments.allow(
                 zone: guest.zone,
                 toGuest: toGuest,
-                ipProtocol: protocolNumber,
+                ipProtocol: fragmentProtocol,
                 source: headers.source,
                 destination: headers.destination,
                 identification: headers.fragmentID,
