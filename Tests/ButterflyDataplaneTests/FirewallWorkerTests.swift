@@ -659,6 +659,47 @@ final class FirewallLab {
         #expect(lab.attachments["a"]!.counters.connections == 1)
     }
 
+    @Test func aNewNICDoesNotInheritTheConnectionCountOfARemovedOne() {
+        // b was busy: more connections than one sweep collects.
+        let lab = FirewallLab(connectionCapacity: 65_536)
+        let slot = lab.worker.slotByID["b"]!
+        for number in 0..<20_000 {
+            let key = ConnectionKey(
+                zone: lab.zone("b"),
+                ipProtocol: 17,
+                local: RuleMatcher.key(ipv4: FirewallLab.v4["b"]!),
+                remote: RuleMatcher.key(ipv4: 0xC633_6400 | UInt32(number >> 16)),
+                localPort: 53,
+                remotePort: UInt16(truncatingIfNeeded: number)
+            )
+            let entry = lab.worker.connections.insert(
+                key,
+                hash: key.hash,
+                slot: slot,
+                state: .replied,
+                origin: .toGuest,
+                generation: 0,
+                now: lab.worker.now
+            )
+            #expect(entry >= 0)
+        }
+        lab.config.nics["b"] = nil
+        lab.publish(changed: ["b"])
+        var d = lab.config.nics["c"]!
+        d.id = "d"
+        d.mac = MACAddress(value: 0x5254_0000_000D)
+        d.ips = []
+        lab.config.nics["d"] = d
+        lab.attachments["d"] = NICAttachment(nicID: "d", port: MemoryPort("d"))
+        lab.publish(changed: ["d"])
+        lab.worker.sweep()
+        #expect(lab.attachments["d"]!.counters.connections == 0)
+        #expect(lab.worker.globalCounters.connections > 0, "b's entries are still being collected")
+        // Once they are all gone, the slot is as good as new.
+        lab.worker.sweep()
+        #expect(lab.worker.globalCounters.connections == 0)
+    }
+
     @Test func simultaneousOpenThroughTheWorker() {
         // Both guests send a SYN (RFC 9293 §3.5 figure 7); b's crosses a's, then both answer.
         lab.setGroups("b", [Self.group("from-a", [Self.allow(6, 6000...6000, from: "203.0.113.10/32")])])
