@@ -248,7 +248,7 @@ final class FirewallLab {
         )
     }
 
-    /// b lets a in on TCP 22 and 80, UDP 53 and ICMP (both families).
+    /// b lets a in: TCP 22, UDP 53 and ICMP over both families, TCP 80 over IPv4.
     func openBToA() {
         lab.setGroups(
             "b",
