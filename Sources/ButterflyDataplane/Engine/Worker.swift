@@ -326,7 +326,9 @@ public final class Worker: @unchecked Sendable {
         return UInt32(truncatingIfNeeded: time.tv_sec)
     }
 
-    private func sweep() {
+    /// Once a second from the loop (internal, not private: tests call it to publish the gauges
+    /// and collect expired connections without waiting for the clock).
+    func sweep() {
         lastSweep = now
         var tableSlots = 0
         for vni in vnis.keys { tableSlots &+= vnis[vni]!.table.slotCount }
@@ -407,7 +409,7 @@ public final class Worker: @unchecked Sendable {
             guest.config = nic
             updateTrace(guest)
         } else {
-            let slot = freeSlots.popLast() ?? slots.count
+            let slot = takeFreeSlot()
             if slot == slots.count { slots.append(nil) }
             slots[slot] = GuestSlot(config: nic, attachment: attachment)
             slotByID[id] = slot
@@ -417,6 +419,17 @@ public final class Worker: @unchecked Sendable {
             slots[slot]!.zone = nextZone
             nextZone &+= 1
         }
+    }
+
+    /// A free slot for a new NIC, or a new one. Not one whose previous NIC still has
+    /// connections waiting to be collected: they are counted by slot, and the new NIC's gauge
+    /// would show them until collection reaches them.
+    private func takeFreeSlot() -> Int {
+        let counts = connections.countBySlot
+        guard let index = freeSlots.lastIndex(where: { $0 >= counts.count || counts[$0] == 0 }) else {
+            return slots.count
+        }
+        return freeSlots.remove(at: index)
     }
 
     /// Opens, reopens or closes a NIC's pcap trace to match its configuration.
