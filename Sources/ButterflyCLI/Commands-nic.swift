@@ -1,6 +1,6 @@
 import ButterflyControl
-import ButterflyProtocol
 import ButterflyDataplane
+import ButterflyProtocol
 
 extension Commands {
     func nicList(_ arguments: [String]) throws(CLIError) {

@@ -350,7 +350,9 @@ public final class Worker: @unchecked Sendable {
         return UInt32(truncatingIfNeeded: time.tv_sec)
     }
 
-    private func sweep() {
+    /// Once a second from the loop (internal, not private: tests call it to publish the gauges
+    /// and collect expired connections without waiting for the clock).
+    func sweep() {
         lastSweep = now
         var tableSlots = 0
         for index in switches.indices { tableSlots &+= switches.storage[Int(index)].table.slotCount }
@@ -437,7 +439,7 @@ public final class Worker: @unchecked Sendable {
             updateTrace(guest)
             refreshPath(slot)
         } else {
-            let slot = freeSlots.popLast() ?? slots.count
+            let slot = takeFreeSlot()
             precondition(slot < settings.maximumNICs, "more NICs than Worker.Settings.maximumNICs")
             if slot == slots.count { slots.append(nil) }
             slots[slot] = GuestSlot(config: nic, attachment: attachment)
@@ -465,6 +467,17 @@ public final class Worker: @unchecked Sendable {
             transmit: Unmanaged.passUnretained(guest.transmitBatch),
             firewall: Unmanaged.passUnretained(guest.firewall)
         )
+    }
+
+    /// A free slot for a new NIC, or a new one. Not one whose previous NIC still has
+    /// connections waiting to be collected: they are counted by slot, and the new NIC's gauge
+    /// would show them until collection reaches them.
+    private func takeFreeSlot() -> Int {
+        let counts = connections.countBySlot
+        guard let index = freeSlots.lastIndex(where: { $0 >= counts.count || counts[$0] == 0 }) else {
+            return slots.count
+        }
+        return freeSlots.remove(at: index)
     }
 
     /// Opens, reopens or closes a NIC's pcap trace to match its configuration.

@@ -5,7 +5,7 @@ import ButterflyPacket
 /// everything else. Pure functions, unit-tested on their own.
 ///
 /// ```
-///  TCP   SYN ─► synSent ─(SYN+ACK reply)─► synReceived ─(ACK origin)─► established
+///  TCP   SYN ─► synSent ─(SYN+ACK or SYN reply)─► synReceived ─(ACK origin)─► established
 ///        established ─(FIN one side)─► finWait{Origin,Reply} ─(FIN other side)─► lastAck
 ///        lastAck ─(ACK)─► timeWait          any ─(RST)─► closed
 ///        timeWait / closed ─(new SYN from either side)─► the entry is replaced by a new one
@@ -67,7 +67,9 @@ public enum ConnectionState: UInt8, Sendable, CaseIterable {
             if syn && ack && !fromOrigin { return .synReceived }
             return nil
         case .synReceived:
-            if syn { return (ack && !fromOrigin) || (!ack && fromOrigin) ? .synReceived : nil }
+            // The opener's SYN again, or a SYN+ACK from either side: the answer again, or, after
+            // a simultaneous open (RFC 9293 §3.5 figure 7), the opener's own SYN+ACK.
+            if syn { return ack || fromOrigin ? .synReceived : nil }
             if fin { return fromOrigin ? .finWaitOrigin : .finWaitReply }
             if ack && fromOrigin { return .established }
             return ack ? .synReceived : nil

@@ -4,7 +4,8 @@
 /// A small fixed table (direct-mapped: a colliding datagram replaces the older one). Losing an
 /// entry can only drop later fragments, never let one through: a later fragment passes only
 /// when its exact datagram identity (NIC zone, direction, addresses, protocol, id) is here and
-/// younger than `lifetime` seconds (RFC 791's reassembly timeout order of magnitude).
+/// younger than `lifetime` seconds (RFC 791's reassembly timeout order of magnitude). IPv6
+/// datagrams are given protocol 0: RFC 8200 §4.5 identifies them without one.
 public final class FragmentTable {
     struct Slot {
         var source: UInt128 = 0

@@ -10,7 +10,7 @@ import ButterflyPacket
 ///        ─► tracked connection? ─ policy changed since? re-check the opening rule ─┐
 ///               │ yes: TCP state machine ─► invalid ─► invalid-tcp-state          │ no longer allowed:
 ///               │                          └► pass (refresh deadline)             │ forget it, go on ▼
-///        ─► ICMP error about a tracked connection ─────────────────────────────► pass
+///        ─► ICMP error about a tracked connection, to the quoted packet's sender ─► pass
 ///        ─► rules: inbound (source, dst port) / outbound (destination, dst port; none = any)
 ///               │ no ─► no-rule-inbound / not-allowed-outbound
 ///               └ yes ─► opener (TCP SYN, UDP, echo request, SCTP, other protocols)?
@@ -57,11 +57,15 @@ public final class Firewall {
         }
         let toGuest = direction == .toGuest
         let protocolNumber = headers.ipProtocol
+        // IPv6 names a datagram by addresses and identification only (RFC 8200 §4.5): a later
+        // fragment's header gives the fragmentable part's first header, which is not the
+        // upper-layer protocol when extension headers follow the fragment header.
+        let fragmentProtocol = headers.network == .ipv4 ? protocolNumber : 0
         if headers.fragment == .later {
             let known = fragments.allows(
                 zone: zone,
                 toGuest: toGuest,
-                ipProtocol: protocolNumber,
+                ipProtocol: fragmentProtocol,
                 source: headers.source,
                 destination: headers.destination,
                 identification: headers.fragmentID,
@@ -75,7 +79,7 @@ public final class Firewall {
             fragments.allow(
                 zone: zone,
                 toGuest: toGuest,
-                ipProtocol: protocolNumber,
+                ipProtocol: fragmentProtocol,
                 source: headers.source,
                 destination: headers.destination,
                 identification: headers.fragmentID,
@@ -115,15 +119,22 @@ public final class Firewall {
         policy: FirewallPolicy
     ) -> DropReason? {
         let protocolNumber = headers.ipProtocol
+        let isICMP = protocolNumber == IPProtocol.icmp || protocolNumber == IPProtocol.icmpv6
+        var sourcePort = headers.sourcePort
+        var destinationPort = headers.destinationPort
+        if isICMP {
+            // An echo's identifier is keyed on the side that sent the request, so a request
+            // from the peer with the same identifier is never taken for a reply.
+            if Self.isEchoRequest(headers) { destinationPort = 0 } else { sourcePort = 0 }
+        }
         let key = ConnectionKey(
             zone: zone,
             ipProtocol: protocolNumber,
             local: toGuest ? headers.destination : headers.source,
             remote: toGuest ? headers.source : headers.destination,
-            localPort: toGuest ? headers.destinationPort : headers.sourcePort,
-            remotePort: toGuest ? headers.sourcePort : headers.destinationPort
+            localPort: toGuest ? destinationPort : sourcePort,
+            remotePort: toGuest ? sourcePort : destinationPort
         )
-        let isICMP = protocolNumber == IPProtocol.icmp || protocolNumber == IPProtocol.icmpv6
         let hash = key.hash
         var entry = isICMP && !Self.isEcho(headers) ? -1 : connections.find(key, hash: hash, now: now)
         if entry >= 0 {
@@ -250,22 +261,32 @@ public final class Firewall {
             let headerLength = Int(data.loadByte(at: inner) & 0x0F) * 4
             guard headerLength >= 20 else { return false }
             innerProtocol = data.loadByte(at: inner + 9)
-            source = UInt128(data.loadBigEndian32(at: inner + 12))
-            destination = UInt128(data.loadBigEndian32(at: inner + 16))
+            // Where the connection table keeps IPv4 (FrameHeaders: IPv4-mapped).
+            source = FrameHeaders.ipv4Mapped | UInt128(data.loadBigEndian32(at: inner + 12))
+            destination = FrameHeaders.ipv4Mapped | UInt128(data.loadBigEndian32(at: inner + 16))
             ports = inner + headerLength
         } else {
             guard inner + 40 <= headers.networkEnd else { return false }
             innerProtocol = data.loadByte(at: inner + 6)
             source = data.loadBigEndian128(at: inner + 8)
             destination = data.loadBigEndian128(at: inner + 24)
+            // Not an IPv6 packet anyone sent (see FrameHeaders.walkIPv6), nor one of our IPv4 flows.
+            guard !FrameHeaders.isIPv4Mapped(source) && !FrameHeaders.isIPv4Mapped(destination) else { return false }
             ports = inner + 40
         }
         guard ports + 8 <= headers.networkEnd else { return false }
+        // An error goes back to the sender of the packet it quotes (as nf_conntrack checks): one
+        // addressed to anyone else would carry a payload past the rules in the error's name.
+        guard headers.destination == source else { return false }
         var sourcePort = data.loadBigEndian16(at: ports)
         var destinationPort = data.loadBigEndian16(at: ports + 2)
         if innerProtocol == IPProtocol.icmp || innerProtocol == IPProtocol.icmpv6 {
-            sourcePort = data.loadBigEndian16(at: ports + 4)
-            destinationPort = sourcePort
+            // The quoted echo's identifier, on the side that sent the request (as `track` keys it).
+            let identifier = data.loadBigEndian16(at: ports + 4)
+            let innerType = data.loadByte(at: ports)
+            let isRequest = innerType == 8 || innerType == 128
+            sourcePort = isRequest ? identifier : 0
+            destinationPort = isRequest ? 0 : identifier
         }
         // The quoted packet went the other way: toward the guest's peer when the error comes in.
         let key = ConnectionKey(

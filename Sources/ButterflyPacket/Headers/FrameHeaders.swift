@@ -15,7 +15,8 @@
 /// (`IPv6.maximumExtensionHeaders`), and a first fragment too short to hold its upper-layer
 /// header is `malformed` (the tiny-fragment attack of RFC 1858 cannot slip ports past a rule).
 /// Addresses are 128-bit values; IPv4 addresses are IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291
-/// §2.5.5.2: the address in the low 32 bits), so one comparison serves both families.
+/// §2.5.5.2: the address in the low 32 bits), so one comparison serves both families; an IPv6
+/// header carrying an IPv4-mapped address is therefore `malformed`.
 public struct FrameHeaders: Sendable {
     public enum Network: UInt8, Sendable {
         /// Not IP (ARP, LLDP, ...): `etherType` says what it is.
@@ -65,6 +66,9 @@ public struct FrameHeaders: Sendable {
 
     /// `::ffff:0:0`, the block IPv4 addresses are placed in.
     @inlinable public static var ipv4Mapped: UInt128 { 0xFFFF_0000_0000 }
+
+    /// True for an address of `::ffff:0:0/96`, the block IPv4 addresses are placed in.
+    @inlinable public static func isIPv4Mapped(_ address: UInt128) -> Bool { address >> 32 == 0xFFFF }
 
     @inlinable public var isIP: Bool { network == .ipv4 || network == .ipv6 }
 
@@ -140,6 +144,9 @@ public struct FrameHeaders: Sendable {
         headers.networkEnd = end
         headers.source = data.loadBigEndian128(at: ip &+ 8)
         headers.destination = data.loadBigEndian128(at: ip &+ 24)
+        // RFC 6890 table 20: IPv4-mapped addresses are neither source nor destination on the wire;
+        // here they would pass for the IPv4 addresses they map (one space for both families).
+        guard !isIPv4Mapped(headers.source) && !isIPv4Mapped(headers.destination) else { return }
         var next = data.loadByte(at: ip &+ 6)
         var offset = ip &+ 40
         var remaining = IPv6.maximumExtensionHeaders
