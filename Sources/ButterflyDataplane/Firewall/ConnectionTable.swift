@@ -26,7 +26,7 @@ public struct ConnectionKey: Equatable, Sendable {
 
     /// A multiplicative mix of every field (not SipHash: this runs per packet and the table
     /// does not need protection against chosen keys beyond its bounded probe cost).
-    @inlinable
+    @inlinable @inline(__always)
     public var hash: UInt32 {
         var value = UInt64(truncatingIfNeeded: local) &* 0x9E37_79B9_7F4A_7C15
         value ^= UInt64(truncatingIfNeeded: local >> 64) &* 0xC2B2_AE3D_27D4_EB4F
@@ -113,6 +113,7 @@ public final class ConnectionTable {
     }
 
     /// The live entry for `key`, or -1.
+    @inline(__always)
     public func find(_ key: ConnectionKey, hash: UInt32, now: UInt32) -> Int {
         var position = Int(hash) & indexMask
         while true {
@@ -180,6 +181,7 @@ public final class ConnectionTable {
     }
 
     /// Refreshes an entry after a packet: new state, new deadline.
+    @inline(__always)
     public func update(_ entry: Int, state: ConnectionState, now: UInt32) {
         entries[entry].state = state
         entries[entry].expires = now &+ ConnectionState.timeout(state, ipProtocol: entries[entry].key.ipProtocol)

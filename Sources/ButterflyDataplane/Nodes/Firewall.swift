@@ -32,12 +32,21 @@ public enum FirewallDirection: Sendable {
 public final class Firewall {
     public let connections: ConnectionTable
     let fragments = FragmentTable()
-    /// The worker's clock, set once per pass (monotonic seconds).
-    public var now: UInt32 = 0
+    /// The worker's clock, set once per pass (monotonic seconds). Kept behind a pointer the
+    /// object owns: read per packet, a stored `var` would cost a dynamic exclusivity check
+    /// on every read.
+    private let clock = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    public var now: UInt32 {
+        @inline(__always) get { clock.pointee }
+        set { clock.pointee = newValue }
+    }
 
     public init(connectionCapacity: Int) {
         connections = ConnectionTable(capacity: connectionCapacity)
+        clock.initialize(to: 0)
     }
+
+    deinit { clock.deallocate() }
 
     /// The verdict for one frame of the NIC in worker slot `slot`, whose zone is `zone`
     /// (nil = pass). `headers` is the frame's walk (`FrameHeaders.walk`).

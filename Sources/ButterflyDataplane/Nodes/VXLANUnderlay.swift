@@ -51,7 +51,12 @@ public final class VXLANUnderlay: UnderlayProcessing {
     var neighbors: [UnderlayAddress: Neighbor] = [:]
     var lastSolicited: [UnderlayAddress: UInt32] = [:]
     /// Remote VTEPs by index; MAC table locations ≤ -2 are `-(index + 2)`.
-    var vteps: [UnderlayAddress] = []
+    /// Learned VTEPs in order (`vtepCount` of them): the packet path reads them by index.
+    let vteps: UnsafeMutablePointer<UnderlayAddress> = .allocate(capacity: VXLANUnderlay.maximumVTEPs)
+    var vtepCount: Int {
+        get { cache.pointee.vtepCount }
+        set { cache.pointee.vtepCount = newValue }
+    }
     var vtepIndex: [UnderlayAddress: Int] = [:]
     static let maximumVTEPs = 65_536
     /// VNIs whose multicast group we joined.
@@ -107,7 +112,33 @@ public final class VXLANUnderlay: UnderlayProcessing {
         flush(worker)
     }
 
-    var now: UInt32 = 0
+    /// Per-frame state (the clock and the last answers of lookups), behind a pointer this
+    /// object owns: read and written per frame, stored `var`s would each cost a dynamic
+    /// exclusivity check.
+    struct FrameCache {
+        var now: UInt32 = 0
+        var vtepCount = 0
+        var vni: (vni: UInt32, index: Int32)?
+        var resolved: (address: UnderlayAddress, mac: UInt64, checked: UInt32)?
+        var remote: (address: UnderlayAddress, index: Int)?
+        var neighbor: (address: UnderlayAddress, mac: UInt64, seen: UInt32)?
+    }
+    let cache: UnsafeMutablePointer<FrameCache> = {
+        let cache = UnsafeMutablePointer<FrameCache>.allocate(capacity: 1)
+        cache.initialize(to: FrameCache())
+        return cache
+    }()
+
+    deinit {
+        cache.deinitialize(count: 1)
+        cache.deallocate()
+        vteps.deallocate()
+    }
+
+    var now: UInt32 {
+        get { cache.pointee.now }
+        set { cache.pointee.now = newValue }
+    }
 
     public func poll(_ worker: Worker) -> Int {
         now = worker.now
@@ -180,7 +211,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
     public func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker) {
         if location <= -2 {
             let index = Int(-location - 2)
-            guard index < vteps.count else {
+            guard index < vtepCount else {
                 worker.pool.release(packet)
                 return
             }
@@ -244,7 +275,10 @@ public final class VXLANUnderlay: UnderlayProcessing {
         return index
     }
 
-    var cachedVNI: (vni: UInt32, index: Int32)?
+    var cachedVNI: (vni: UInt32, index: Int32)? {
+        get { cache.pointee.vni }
+        set { cache.pointee.vni = newValue }
+    }
 
     func remoteIndex(_ address: UnderlayAddress) -> Int? {
         if let lastRemote, lastRemote.address == address { return lastRemote.index }
@@ -252,19 +286,30 @@ public final class VXLANUnderlay: UnderlayProcessing {
             lastRemote = (address, index)
             return index
         }
-        guard vteps.count < Self.maximumVTEPs else { return nil }
-        vteps.append(address)
-        vtepIndex[address] = vteps.count - 1
-        lastRemote = (address, vteps.count - 1)
-        return vteps.count - 1
+        let index = vtepCount
+        guard index < Self.maximumVTEPs else { return nil }
+        (vteps + index).initialize(to: address)
+        vtepCount = index + 1
+        vtepIndex[address] = index
+        lastRemote = (address, index)
+        return index
     }
 
     /// The next hop the last encapsulated frame went to, resolved in second `checked`.
-    var lastResolved: (address: UnderlayAddress, mac: UInt64, checked: UInt32)?
+    var lastResolved: (address: UnderlayAddress, mac: UInt64, checked: UInt32)? {
+        get { cache.pointee.resolved }
+        set { cache.pointee.resolved = newValue }
+    }
     /// The VTEP the last frame came from (consecutive frames mostly share it).
-    var lastRemote: (address: UnderlayAddress, index: Int)?
+    var lastRemote: (address: UnderlayAddress, index: Int)? {
+        get { cache.pointee.remote }
+        set { cache.pointee.remote = newValue }
+    }
     /// The neighbour the last frame refreshed, and when: refreshed at most once a second.
-    var lastNeighbor: (address: UnderlayAddress, mac: UInt64, seen: UInt32)?
+    var lastNeighbor: (address: UnderlayAddress, mac: UInt64, seen: UInt32)? {
+        get { cache.pointee.neighbor }
+        set { cache.pointee.neighbor = newValue }
+    }
 
     /// The outer source MAC is the sender's when it is on-link, else the gateway's.
     func learnNeighbor(from outer: VXLANDecapsulated) {
