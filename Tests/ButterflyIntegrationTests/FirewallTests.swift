@@ -242,6 +242,36 @@ struct FirewallTests {
         try lab.expect(from: b, blocked: [.icmp(a.v4), .tcp(a.v4)], "b still cannot open to a")
     }
 
+    /// `nic firewall` shows the compiled rules; `nic export` (nic_export) the tracked
+    /// connections of a live TCP session from both NICs' sides.
+    @Test func effectiveRulesAndExportedConnections() throws {
+        let a = try lab.vm("a", "198.51.100.1")
+        let b = try lab.vm("b", "198.51.100.2", groups: ["server"])
+        try lab.cli("sg rule add server --ip-proto tcp --port 7000 --cidr \(a.v4)/32")
+        try lab.cli("sg rule add server --ip-proto icmp \(Self.anyIPv4)")
+        let rules = try lab.local.daemon.cli("nic firewall \(b.name)").stdout
+        #expect(rules.contains("allow tcp port 7000 from \(a.v4)/32"), "\(rules)")
+        #expect(rules.contains("allow icmp from 0.0.0.0/0"), "\(rules)")
+        #expect(rules.contains("outbound: any destination"), "\(rules)")
+
+        // A TCP session a → b held open while both sides are exported.
+        let session = try lab.start(in: a, ["sh", "-c", "sleep 20 | socat - TCP:\(b.v4):7000"])
+        withExtendedLifetime(session) {}
+        var exported = ("", "")
+        let seen = waitUntil(timeout: 10) {
+            exported = (
+                (try? lab.local.daemon.cli("nic export \(a.name)").stdout) ?? "",
+                (try? lab.local.daemon.cli("nic export \(b.name)").stdout) ?? ""
+            )
+            return exported.0.contains("established") && exported.1.contains("established")
+        }
+        #expect(seen, "no established TCP connection exported: a: \(exported.0) b: \(exported.1)")
+        #expect(exported.0.contains("tcp \(a.v4):"), "\(exported.0)")
+        #expect(exported.0.contains("<-> \(b.v4):7000 established opened-by guest"), "\(exported.0)")
+        #expect(exported.1.contains("tcp \(b.v4):7000 <-> \(a.v4):"), "\(exported.1)")
+        #expect(exported.1.contains("established opened-by peer"), "\(exported.1)")
+    }
+
     @Test func outboundRulesRestrictDestinations() throws {
         let a = try lab.vm("a", "198.51.100.1", groups: ["egress"])
         let b = try lab.vm("b", "198.51.100.2", groups: ["open"])
