@@ -37,7 +37,8 @@ extension Worker {
                 drop(packet, .truncated, counters)
                 continue
             }
-            if !bypass, let reason = AntiSpoof.check(data, length: length, policy: policy) {
+            let headers = FrameHeaders.walk(data, length: length)
+            if !bypass, let reason = AntiSpoof.check(data, length: length, headers: headers, policy: policy) {
                 drop(packet, reason, counters)
                 continue
             }
