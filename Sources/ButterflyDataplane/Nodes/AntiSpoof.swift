@@ -65,6 +65,11 @@ public enum AntiSpoof {
 
     /// `nil` to pass the frame at `data` (`length` bytes, at least 14; `headers` its walk),
     /// or the reason to drop it.
+    ///
+    /// Always inlined, like `FrameHeaders.walk`, so the walk's result is read where it was
+    /// built: passed to a call, it would be copied right after the walk's last stores, and
+    /// that copy stalls on store forwarding (see `FrameHeaders.walk`).
+    @inlinable @inline(always)
     public static func check(
         _ data: UnsafeMutableRawPointer,
         length: Int,
@@ -89,7 +94,7 @@ public enum AntiSpoof {
         }
     }
 
-    @inline(__always)
+    @inlinable @inline(always)
     static func checkIPv4(_ headers: FrameHeaders, _ policy: Policy) -> DropReason? {
         let isUDP = headers.ipProtocol == IPProtocol.udp
         guard policy.ipv4.contains(headers.source) else {
@@ -105,7 +110,7 @@ public enum AntiSpoof {
         return nil
     }
 
-    @inline(__always)
+    @inlinable @inline(always)
     static func checkIPv6(_ data: UnsafeMutableRawPointer, _ headers: FrameHeaders, _ policy: Policy) -> DropReason? {
         // 0 (no ICMPv6 type) for anything else, including a later fragment of an ICMPv6 message.
         let type: UInt8 =
@@ -122,9 +127,23 @@ public enum AntiSpoof {
         case ICMPv6.routerAdvertisement, ICMPv6.redirect:
             return .routerAdvertisement
         case ICMPv6.neighborAdvertisement where policy.ipAntiSpoof:
-            return checkNeighborMessage(data, headers, policy, reason: .spoofedNeighborAdvertisement)
+            return checkNeighborMessage(
+                data,
+                at: headers.transportOffset,
+                end: headers.networkEnd,
+                fragmented: headers.fragment != .none,
+                policy,
+                reason: .spoofedNeighborAdvertisement
+            )
         case ICMPv6.neighborSolicitation where policy.ipAntiSpoof:
-            return checkNeighborMessage(data, headers, policy, reason: .spoofedNeighborSolicitation)
+            return checkNeighborMessage(
+                data,
+                at: headers.transportOffset,
+                end: headers.networkEnd,
+                fragmented: headers.fragment != .none,
+                policy,
+                reason: .spoofedNeighborSolicitation
+            )
         default:
             break
         }
@@ -134,19 +153,21 @@ public enum AntiSpoof {
         return nil
     }
 
-    /// A neighbour solicitation or advertisement (RFC 4861 §4.3, §4.4): type, code, checksum,
-    /// 4 bytes of flags/reserved, the 16-byte target at 8, options from 24. `reason` says which.
+    /// A neighbour solicitation or advertisement at `message` (RFC 4861 §4.3, §4.4): type,
+    /// code, checksum, 4 bytes of flags/reserved, the 16-byte target at 8, options from 24 to
+    /// `end`. `reason` says which. (Given offsets, not the walk: no copy of it on the way.)
+    @usableFromInline
     static func checkNeighborMessage(
         _ data: UnsafeMutableRawPointer,
-        _ headers: FrameHeaders,
+        at message: Int,
+        end: Int,
+        fragmented: Bool,
         _ policy: Policy,
         reason: DropReason
     ) -> DropReason? {
         // RFC 6980 §5: neighbour discovery is never fragmented (its options would be out of
         // sight in a later fragment), and a message cut short cannot be checked.
-        let message = headers.transportOffset
-        let end = headers.networkEnd
-        guard headers.fragment == .none, message &+ ICMPv6.neighborMessageLength <= end else { return reason }
+        guard !fragmented, message &+ ICMPv6.neighborMessageLength <= end else { return reason }
         if reason == .spoofedNeighborAdvertisement {
             guard policy.ipv6.contains(data.loadBigEndian128(at: message &+ 8)) else { return reason }
         }
@@ -170,7 +191,7 @@ public enum AntiSpoof {
 
     /// RFC 826 for Ethernet and IPv4: hardware type 1, protocol 0x0800, lengths 6 and 4, the
     /// sender's MAC at 8 and IPv4 address at 14 (receivers ignore any other kind).
-    @inline(__always)
+    @inlinable @inline(always)
     static func checkARP(_ data: UnsafeMutableRawPointer, length: Int, at arp: Int, _ policy: Policy) -> DropReason? {
         guard arp &+ ARP.length <= length, data.loadBigEndian32(at: arp) == 0x0001_0800,
             data.loadBigEndian16(at: arp &+ 4) == 0x0604, data.loadMAC(at: arp &+ 8) == policy.mac,
