@@ -73,6 +73,15 @@ struct AntiSpoofTests {
         try namespaces.exec(vm, "ip neigh show \(address) dev \(vm)").stdout
     }
 
+    /// Polls `condition` every 20 ms until it holds; throws when `timeout` seconds pass first.
+    func waitUntil(_ what: String, timeout: TimeInterval, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while try !condition() {
+            guard Date() < deadline else { throw HarnessError("timed out after \(timeout) s waiting until \(what)") }
+            usleep(20_000)
+        }
+    }
+
     @Test func hostileGuestPoisonsNoNeighbourAndEachFrameIsCounted() throws {
         let hostileMAC = "52:54:00:00:0a:02"
         let otherMAC = "52:54:00:00:0a:03"
@@ -189,14 +198,5 @@ struct AntiSpoofTests {
             let stats = try daemon.cli("nic stats \(vm) --all").stdout
             #expect(try antiSpoofDrops(vm).isEmpty, "\(stats)")
         }
-    }
-}
-
-/// Polls `condition` every 20 ms until it holds; throws when `timeout` seconds pass first.
-func waitUntil(_ what: String, timeout: TimeInterval, _ condition: () throws -> Bool) throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while try !condition() {
-        guard Date() < deadline else { throw HarnessError("timed out after \(timeout) s waiting until \(what)") }
-        usleep(20_000)
     }
 }
