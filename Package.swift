@@ -88,11 +88,13 @@ let package = Package(
             name: "ButterflyControlTests",
             dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane"]
         ),
-        .testTarget(name: "ButterflyPacketTests", dependencies: ["ButterflyPacket"]),
+        // Frames built field by field, shared by the packet and data-plane tests.
+        .target(name: "ButterflyTestSupport", path: "Tests/ButterflyTestSupport"),
+        .testTarget(name: "ButterflyPacketTests", dependencies: ["ButterflyPacket", "ButterflyTestSupport"]),
         .testTarget(
             name: "ButterflyDataplaneTests",
             dependencies: [
-                "ButterflyDataplane", "ButterflyPacket",
+                "ButterflyDataplane", "ButterflyPacket", "ButterflyTestSupport",
                 .product(name: "HashTreeCollections", package: "swift-collections"),
             ]
         ),

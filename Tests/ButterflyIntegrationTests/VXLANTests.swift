@@ -24,7 +24,8 @@ struct VXLANTests {
         return Host(name: name, daemon: daemon)
     }
 
-    /// A VM: a TAP NIC on `host`, moved into its own namespace.
+    /// A VM: a TAP NIC on `host` owning the given addresses (anti-spoofing locks a guest's
+    /// source addresses to its NIC's), moved into its own namespace.
     @discardableResult
     func vm(_ suffix: String, on host: Host, mac: String, vni: Int, ipv4: String, ipv6: String? = nil) throws -> String
     {
@@ -363,8 +364,10 @@ struct VXLANTests {
         for index in 0..<200 {
             let id = namespaces.prefix + "n\(index)"
             let mac = String(format: "52:54:00:80:%02x:%02x", index / 256, index % 256)
+            // The two that go into VMs own the addresses they will use.
+            let ip = [0: " --ip 203.0.113.10", 99: " --ip 203.0.113.11"][index] ?? ""
             let add = try hostA.daemon.cli(
-                "nic add --id \(id) --mac \(mac) --vni \(index < 100 ? 800 : 801) --type TAP"
+                "nic add --id \(id) --mac \(mac) --vni \(index < 100 ? 800 : 801) --type TAP\(ip)"
             )
             try #require(add.status == 0, "\(add)")
         }

@@ -51,7 +51,7 @@ extension Worker {
             }
             if !bypass {
                 let headers = FrameHeaders.walk(data, length: length)
-                if let reason = AntiSpoof.check(data, length: length, policy: policy)
+                if let reason = AntiSpoof.check(data, length: length, headers: headers, policy: policy)
                     ?? firewall.filter(
                         data,
                         headers: headers,

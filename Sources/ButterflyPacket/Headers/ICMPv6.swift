@@ -46,6 +46,7 @@ public enum ICMPv6 {
     @inlinable public static var routerAdvertisement: UInt8 { 134 }
     @inlinable public static var neighborSolicitation: UInt8 { 135 }
     @inlinable public static var neighborAdvertisement: UInt8 { 136 }
+    @inlinable public static var redirect: UInt8 { 137 }
     @inlinable public static var multicastListenerReportV2: UInt8 { 143 }
 
     @inlinable public static var sourceLinkLayerAddressOption: UInt8 { 1 }

@@ -15,7 +15,7 @@ public protocol Scenario: AnyObject {
 public enum ScenarioKind: String, CaseIterable, Sendable {
     /// Ethernet + IPv4 + UDP header parsing (ButterflyPacket).
     case parse
-    /// `AntiSpoof.check` with ip_anti_spoof on, on valid IPv4/UDP frames.
+    /// `FrameHeaders.walk` + `AntiSpoof.check` with ip_anti_spoof on, on valid IPv4/UDP frames.
     case antiSpoof = "anti-spoof"
     /// `MACTable` learn (source) + lookup (destination), 1,000 known MACs.
     case switching = "switch"

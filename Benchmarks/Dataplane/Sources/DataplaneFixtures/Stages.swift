@@ -103,7 +103,8 @@ final class ParseStage: Scenario {
     }
 }
 
-/// `AntiSpoof.check` of a NIC with ip_anti_spoof on, on frames it may send.
+/// `FrameHeaders.walk` + `AntiSpoof.check` of a NIC with ip_anti_spoof on (as `Worker.fromGuest`
+/// does them), on frames it may send.
 final class AntiSpoofStage: Scenario {
     let frames: FrameBatch
     let policy: AntiSpoof.Policy
@@ -130,7 +131,10 @@ final class AntiSpoofStage: Scenario {
         for _ in 0..<Scenarios.batchesPerRun {
             for index in 0..<batch.count {
                 let packet = batch[index]
-                if AntiSpoof.check(pool.data(packet), length: Int(packet.length), policy: policy) == nil {
+                let data = pool.data(packet)
+                let length = Int(packet.length)
+                let headers = FrameHeaders.walk(data, length: length)
+                if AntiSpoof.check(data, length: length, headers: headers, policy: policy) == nil {
                     passed &+= 1
                 }
             }
