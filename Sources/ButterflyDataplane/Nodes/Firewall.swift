@@ -50,8 +50,22 @@ public final class Firewall {
 
     /// The verdict for one frame of the NIC in worker slot `slot`, whose zone is `zone`
     /// (nil = pass). `headers` is the frame's walk (`FrameHeaders.walk`).
-    @inline(__always)
     public func filter(
+        _ data: UnsafeMutableRawPointer,
+        headers: FrameHeaders,
+        direction: FirewallDirection,
+        slot: Int,
+        zone: UInt32,
+        policy: FirewallPolicy
+    ) -> DropReason? {
+        verdict(data, headers: headers, direction: direction, slot: slot, zone: zone, policy: policy)
+    }
+
+    /// `filter`, always inlined into the worker's loops, as the walk and anti-spoofing are:
+    /// passed through a call, the walk's result is copied right after its narrow stores and the
+    /// copy stalls on store forwarding (PERFORMANCE.md, "Hardened anti-spoofing").
+    @inline(always)
+    func verdict(
         _ data: UnsafeMutableRawPointer,
         headers: FrameHeaders,
         direction: FirewallDirection,
@@ -118,7 +132,7 @@ public final class Firewall {
         return false
     }
 
-    @inline(__always)
+    @inline(always)
     func track(
         _ headers: FrameHeaders,
         data: UnsafeMutableRawPointer,

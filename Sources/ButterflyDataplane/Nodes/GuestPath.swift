@@ -52,7 +52,7 @@ extension Worker {
             if !bypass {
                 let headers = FrameHeaders.walk(data, length: length)
                 if let reason = AntiSpoof.check(data, length: length, headers: headers, policy: policy)
-                    ?? firewall.filter(
+                    ?? firewall.verdict(
                         data,
                         headers: headers,
                         direction: .fromGuest,
@@ -105,7 +105,7 @@ extension Worker {
                 let data = pool.data(packet)
                 let headers = FrameHeaders.walk(data, length: Int(packet.length))
                 reason = firewallPolicy._withUnsafeGuaranteedRef { policy in
-                    firewall.filter(
+                    firewall.verdict(
                         data,
                         headers: headers,
                         direction: .toGuest,

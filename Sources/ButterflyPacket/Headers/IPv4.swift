@@ -155,7 +155,15 @@ public enum IPv4 {
         packet.storeBigEndian32(source, at: 12)
         packet.storeBigEndian32(destination, at: 16)
         if routerAlert { packet.storeBigEndian32(0x9404_0000, at: 20) }
-        packet.storeBigEndian16(InternetChecksum.compute(packet, length: headerLength), at: 10)
+        // The checksum from the field values, not by reading back the bytes just stored: wide
+        // loads over fresh narrow stores wait for them to drain (store forwarding), which made
+        // this sum a tenth of the encapsulation path's time.
+        var sum = UInt32(routerAlert ? 0x46 : 0x45) << 8 | UInt32(typeOfService)
+        sum &+= UInt32(UInt16(truncatingIfNeeded: totalLength)) &+ UInt32(identification)
+        sum &+= (dontFragment ? 0x4000 : 0) &+ (UInt32(ttl) << 8 | UInt32(proto))
+        sum &+= source >> 16 &+ (source & 0xFFFF) &+ destination >> 16 &+ (destination & 0xFFFF)
+        if routerAlert { sum &+= 0x9404 }
+        packet.storeBigEndian16(InternetChecksum.finish(sum), at: 10)
         return headerLength
     }
 
