@@ -52,25 +52,25 @@ public final class Worker: @unchecked Sendable {
 
     let settings: Settings
     let pool: PacketPool
-    private let mailbox = Mutex<DataplaneUpdate?>(nil)
-    private let pending = Atomic<Bool>(false)
+    let mailbox = Mutex<DataplaneUpdate?>(nil)
+    let pending = Atomic<Bool>(false)
     /// Questions from the control plane (state only the worker may read), answered between
     /// batches: the packet path never takes a lock for them.
-    private let questions = Mutex<(question: WorkerQuestion, answer: WorkerAnswer?)?>(nil)
-    private let questionPending = Atomic<Bool>(false)
-    private let adopted = Atomic<UInt64>(0)
-    private let longestAdoption = Atomic<UInt64>(0)
-    private let lastAdoption = Atomic<UInt64>(0)
+    let questions = Mutex<(question: WorkerQuestion, answer: WorkerAnswer?)?>(nil)
+    let questionPending = Atomic<Bool>(false)
+    let adopted = Atomic<UInt64>(0)
+    let longestAdoption = Atomic<UInt64>(0)
+    let lastAdoption = Atomic<UInt64>(0)
     private let running = Atomic<Bool>(true)
-    private let wakeFD: Int32
-    private let epollFD: Int32
+    let wakeFD: Int32
+    let epollFD: Int32
     /// Global counters: underlay traffic and drops not attributable to a NIC.
     public let globalCounters = CounterBlock()
 
     // Worker-owned state.
     var config: DataplaneConfig
     var slots: [GuestSlot?] = []
-    private var freeSlots: [Int] = []
+    var freeSlots: [Int] = []
     var slotByID: [String: Int] = [:]
     /// Per-VNI switches (members, MAC table), reached by index on the packet path.
     let switches: VNISwitches
@@ -89,7 +89,7 @@ public final class Worker: @unchecked Sendable {
     public let firewall: Firewall
     public var connections: ConnectionTable { firewall.connections }
     /// Zones are never reused, so entries of a deleted NIC can never match a new one.
-    private var nextZone: UInt32 = 1
+    var nextZone: UInt32 = 1
 
     public init(settings: Settings = Settings(), host: HostConfig) {
         self.settings = settings
@@ -160,44 +160,6 @@ public final class Worker: @unchecked Sendable {
             waited += 1
         }
         return true
-    }
-
-    /// Asks the worker thread about its state and waits for the answer (at most
-    /// `timeoutMilliseconds`); `nil` when the worker did not answer in time. One question at a
-    /// time (the control plane is one thread).
-    public func ask(_ question: WorkerQuestion, timeoutMilliseconds: Int = 2000) -> WorkerAnswer? {
-        questions.withLock { $0 = (question, nil) }
-        questionPending.store(true, ordering: .releasing)
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-        var waited = 0
-        while waited < timeoutMilliseconds * 10 {
-            if let answer = questions.withLock({ $0?.answer }) {
-                questions.withLock { $0 = nil }
-                return answer
-            }
-            usleep(100)
-            waited += 1
-        }
-        questions.withLock { $0 = nil }
-        return nil
-    }
-
-    private func answerQuestion() {
-        questionPending.store(false, ordering: .relaxed)
-        guard let question = questions.withLock({ $0?.question }) else { return }
-        let answer: WorkerAnswer
-        switch question {
-        case .connections(let nicID):
-            if let slot = slotByID[nicID], let guest = slots[slot] {
-                answer = .connections(connections.entries(ofZone: guest.zone, now: Self.monotonicSeconds()))
-            } else {
-                answer = .connections([])
-            }
-        }
-        questions.withLock { state in
-            if state != nil { state!.answer = answer }
-        }
     }
 
     public func stop() {
@@ -339,7 +301,7 @@ public final class Worker: @unchecked Sendable {
     /// True when any trace is open (checked once per pass, not per packet).
     var tracing: Bool { mainTrace != nil || openNICTraces > 0 }
     /// How many NICs have a trace open, kept as traces open and close.
-    private var openNICTraces = 0
+    var openNICTraces = 0
 
     /// The worker's clock (monotonic seconds), for deadlines the control plane reports.
     public static func currentSecond() -> UInt32 { monotonicSeconds() }
@@ -379,220 +341,4 @@ public final class Worker: @unchecked Sendable {
         underlay?.publishPortCounters(self)
     }
 
-    // MARK: Adoption
-
-    private func adoptPending() {
-        pending.store(false, ordering: .relaxed)
-        guard
-            let update = mailbox.withLock({ state -> DataplaneUpdate? in
-                defer { state = nil }
-                return state
-            })
-        else { return }
-        let start = Self.monotonicNanoseconds()
-        adopt(update)
-        let took = Self.monotonicNanoseconds() &- start
-        if took > longestAdoption.load(ordering: .relaxed) { longestAdoption.store(took, ordering: .relaxed) }
-        lastAdoption.store(took, ordering: .relaxed)
-        adopted.store(update.config.version, ordering: .releasing)
-    }
-
-    /// Applies a configuration: removes NICs that are gone, adds new ones, updates changed
-    /// ones in place. Learned MACs of NICs that stay are kept.
-    func adopt(_ update: DataplaneUpdate) {
-        flush()
-        if let changed = update.changedNICs {
-            // Only what changed: O(changed NICs), whatever the NIC count.
-            for id in changed {
-                if let nic = update.config.nics[id] {
-                    adoptNIC(id: id, nic, attachment: update.attachments[id])
-                } else if let slot = slotByID[id] {
-                    removeSlot(slot, id: id)
-                }
-            }
-        } else {
-            let old = slotByID
-            for (id, slot) in old where update.config.nics[id] == nil {
-                removeSlot(slot, id: id)
-            }
-            for (id, nic) in update.config.nics {
-                adoptNIC(id: id, nic, attachment: update.attachments[id])
-            }
-        }
-        config = update.config
-        underlay?.adopt(self)
-    }
-
-    /// Adds a NIC or updates it in place (its slot, zone, learned MACs and connections stay).
-    private func adoptNIC(id: String, _ nic: NICConfig, attachment: NICAttachment?) {
-        if let slot = slotByID[id], let guest = slots[slot] {
-            if guest.attachment !== attachment {
-                if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
-                guest.attachment = attachment
-                if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
-            }
-            if guest.config.vni != nic.vni {
-                leaveVNI(slot: slot, vni: guest.config.vni)
-                joinVNI(slot: slot, vni: nic.vni)
-            }
-            guest.config = nic
-            updateTrace(guest)
-            refreshPath(slot)
-        } else {
-            let slot = takeFreeSlot()
-            precondition(slot < settings.maximumNICs, "more NICs than Worker.Settings.maximumNICs")
-            if slot == slots.count { slots.append(nil) }
-            slots[slot] = GuestSlot(config: nic, attachment: attachment)
-            slotByID[id] = slot
-            updateTrace(slots[slot]!)
-            joinVNI(slot: slot, vni: nic.vni)
-            if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
-            slots[slot]!.zone = nextZone
-            nextZone &+= 1
-            refreshPath(slot)
-        }
-    }
-
-    /// Copies what the packet path needs of a slot into `paths` (after any change of it).
-    private func refreshPath(_ slot: Int) {
-        guard let guest = slots[slot] else {
-            paths[slot] = SlotPath()
-            return
-        }
-        paths[slot] = SlotPath(
-            switchIndex: switches.index(of: guest.config.vni),
-            zone: guest.zone,
-            bypass: guest.config.bypassFiltering,
-            counters: guest.attachment?.counters.rawSlots,
-            transmit: Unmanaged.passUnretained(guest.transmitBatch),
-            firewall: Unmanaged.passUnretained(guest.firewall)
-        )
-    }
-
-    /// A free slot for a new NIC, or a new one. Not one whose previous NIC still has
-    /// connections waiting to be collected: they are counted by slot, and the new NIC's gauge
-    /// would show them until collection reaches them.
-    private func takeFreeSlot() -> Int {
-        let counts = connections.countBySlot
-        guard let index = freeSlots.lastIndex(where: { $0 >= counts.count || counts[$0] == 0 }) else {
-            return slots.count
-        }
-        return freeSlots.remove(at: index)
-    }
-
-    /// Opens, reopens or closes a NIC's pcap trace to match its configuration.
-    private func updateTrace(_ guest: GuestSlot) {
-        let wanted = guest.config.packetTracePath
-        guard guest.trace?.path != wanted else { return }
-        if guest.trace != nil { openNICTraces -= 1 }
-        guest.trace = wanted.flatMap { PcapWriter(path: $0) }
-        if guest.trace != nil { openNICTraces += 1 }
-        if wanted != nil && guest.trace == nil { globalCounters.countDrop(.traceUnavailable) }
-    }
-
-    /// Opens or closes the main trace (underlay traffic) at `path`.
-    public func setMainTrace(path: String?) {
-        mainTrace = path.flatMap { PcapWriter(path: $0) }
-    }
-
-    private func removeSlot(_ slot: Int, id: String) {
-        guard let guest = slots[slot] else { return }
-        if guest.trace != nil { openNICTraces -= 1 }
-        guest.transmitBatch.releaseAll(to: pool)
-        if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
-        leaveVNI(slot: slot, vni: guest.config.vni)
-        paths[slot] = SlotPath()
-        slots[slot] = nil
-        slotByID[id] = nil
-        freeSlots.append(slot)
-    }
-
-    private func joinVNI(slot: Int, vni: UInt32) {
-        _ = switches.join(vni: vni, slot: slot) {
-            MACTable(capacity: settings.macTableCapacity, maximumCapacity: settings.macTableMaximum)
-        }
-    }
-
-    private func leaveVNI(slot: Int, vni: UInt32) {
-        switches.leave(vni: vni, slot: slot, now: now, ageLimit: settings.macAgeSeconds)
-    }
-
-    private func watch(_ fd: Int32, token: UInt64) {
-        var event = epoll_event()
-        event.events = UInt32(EPOLLIN.rawValue)
-        event.data.u64 = token
-        _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
-    }
-
-    private func unwatch(_ fd: Int32) {
-        var unused = epoll_event()
-        _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &unused)
-    }
-
-    /// Registers the underlay port's descriptor for idle wake-ups.
-    public func watchUnderlay(_ fd: Int32) { watch(fd, token: UInt64.max - 1) }
-
-    /// Counters of a NIC's attachment, if it has one.
-    public func slotCount() -> Int { slots.count }
-
-    /// A NIC's worker slot and connection-tracking zone (worker thread only: tests and
-    /// benchmarks that drive the worker with `runOnce`).
-    public func trackingZone(ofNIC id: String) -> (slot: Int, zone: UInt32)? {
-        guard let slot = slotByID[id], let guest = slots[slot] else { return nil }
-        return (slot, guest.zone)
-    }
-}
-
-/// What the control plane may ask the worker (`Worker.ask`).
-public enum WorkerQuestion: Sendable {
-    /// The tracked connections of a NIC.
-    case connections(nicID: String)
-}
-
-public enum WorkerAnswer: Sendable {
-    case connections([ConnectionEntry])
-}
-
-/// A guest NIC as the worker sees it.
-final class GuestSlot {
-    var config: NICConfig {
-        didSet {
-            antiSpoofPolicy = AntiSpoof.Policy(config)
-            firewall = config.firewall ?? .empty
-        }
-    }
-    /// The NIC's connection-tracking zone (set once, when the NIC gets its slot).
-    var zone: UInt32 = 0
-    /// The compiled security groups (an empty policy when none were compiled).
-    private(set) var firewall: FirewallPolicy
-    var attachment: NICAttachment?
-    let transmitBatch = PacketBatch()
-    /// Open while the NIC's packet trace is on.
-    var trace: PcapWriter?
-    /// Prepared from `config` once per change, not per packet.
-    private(set) var antiSpoofPolicy: AntiSpoof.Policy
-
-    init(config: NICConfig, attachment: NICAttachment?) {
-        self.config = config
-        self.attachment = attachment
-        antiSpoofPolicy = AntiSpoof.Policy(config)
-        firewall = config.firewall ?? .empty
-    }
-
-    var port: (any PacketPort)? { attachment?.port }
-}
-
-/// The underlay side plugged into the worker (VXLAN + ARP/ND + IGMP/MLD), `nil` in local mode.
-public protocol UnderlayProcessing: AnyObject {
-    /// Receives and processes one batch from the underlay; returns frames received.
-    func poll(_ worker: Worker) -> Int
-    /// Sends what is queued for the underlay.
-    func flush(_ worker: Worker)
-    /// Called after a new configuration was adopted (join/leave groups, peers).
-    func adopt(_ worker: Worker)
-    /// Copies the port's own drop counters into the worker's global counters (once a second).
-    func publishPortCounters(_ worker: Worker)
-    /// Sends a guest frame of `vni` to the network: to the VTEP that owns `destination`
-    /// (a remote location ≤ -2), or flooded (BUM) when `location` is -1.
-    func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker)
 }

@@ -1,0 +1,204 @@
+import ButterflyPacket
+import CButterflyLinux
+import HashTreeCollections
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Adoption of a new configuration between two batches: O(changed NICs), slots, zones, VNI
+/// switches and the packet path's per-slot state kept in step.
+extension Worker {
+    // MARK: Adoption
+
+    func adoptPending() {
+        pending.store(false, ordering: .relaxed)
+        guard
+            let update = mailbox.withLock({ state -> DataplaneUpdate? in
+                defer { state = nil }
+                return state
+            })
+        else { return }
+        let start = Self.monotonicNanoseconds()
+        adopt(update)
+        let took = Self.monotonicNanoseconds() &- start
+        if took > longestAdoption.load(ordering: .relaxed) { longestAdoption.store(took, ordering: .relaxed) }
+        lastAdoption.store(took, ordering: .relaxed)
+        adopted.store(update.config.version, ordering: .releasing)
+    }
+
+    /// Applies a configuration: removes NICs that are gone, adds new ones, updates changed
+    /// ones in place. Learned MACs of NICs that stay are kept.
+    func adopt(_ update: DataplaneUpdate) {
+        flush()
+        if let changed = update.changedNICs {
+            // Only what changed: O(changed NICs), whatever the NIC count.
+            for id in changed {
+                if let nic = update.config.nics[id] {
+                    adoptNIC(id: id, nic, attachment: update.attachments[id])
+                } else if let slot = slotByID[id] {
+                    removeSlot(slot, id: id)
+                }
+            }
+        } else {
+            let old = slotByID
+            for (id, slot) in old where update.config.nics[id] == nil {
+                removeSlot(slot, id: id)
+            }
+            for (id, nic) in update.config.nics {
+                adoptNIC(id: id, nic, attachment: update.attachments[id])
+            }
+        }
+        config = update.config
+        underlay?.adopt(self)
+    }
+
+    /// Adds a NIC or updates it in place (its slot, zone, learned MACs and connections stay).
+    private func adoptNIC(id: String, _ nic: NICConfig, attachment: NICAttachment?) {
+        if let slot = slotByID[id], let guest = slots[slot] {
+            if guest.attachment !== attachment {
+                if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+                guest.attachment = attachment
+                if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            }
+            if guest.config.vni != nic.vni {
+                leaveVNI(slot: slot, vni: guest.config.vni)
+                joinVNI(slot: slot, vni: nic.vni)
+            }
+            guest.config = nic
+            updateTrace(guest)
+            refreshPath(slot)
+        } else {
+            let slot = takeFreeSlot()
+            precondition(slot < settings.maximumNICs, "more NICs than Worker.Settings.maximumNICs")
+            if slot == slots.count { slots.append(nil) }
+            slots[slot] = GuestSlot(config: nic, attachment: attachment)
+            slotByID[id] = slot
+            updateTrace(slots[slot]!)
+            joinVNI(slot: slot, vni: nic.vni)
+            if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            slots[slot]!.zone = nextZone
+            nextZone &+= 1
+            refreshPath(slot)
+        }
+    }
+
+    /// Copies what the packet path needs of a slot into `paths` (after any change of it).
+    private func refreshPath(_ slot: Int) {
+        guard let guest = slots[slot] else {
+            paths[slot] = SlotPath()
+            return
+        }
+        paths[slot] = SlotPath(
+            switchIndex: switches.index(of: guest.config.vni),
+            zone: guest.zone,
+            bypass: guest.config.bypassFiltering,
+            counters: guest.attachment?.counters.rawSlots,
+            transmit: Unmanaged.passUnretained(guest.transmitBatch),
+            firewall: Unmanaged.passUnretained(guest.firewall)
+        )
+    }
+
+    /// A free slot for a new NIC, or a new one. Not one whose previous NIC still has
+    /// connections waiting to be collected: they are counted by slot, and the new NIC's gauge
+    /// would show them until collection reaches them.
+    private func takeFreeSlot() -> Int {
+        let counts = connections.countBySlot
+        guard let index = freeSlots.lastIndex(where: { $0 >= counts.count || counts[$0] == 0 }) else {
+            return slots.count
+        }
+        return freeSlots.remove(at: index)
+    }
+
+    /// Opens, reopens or closes a NIC's pcap trace to match its configuration.
+    private func updateTrace(_ guest: GuestSlot) {
+        let wanted = guest.config.packetTracePath
+        guard guest.trace?.path != wanted else { return }
+        if guest.trace != nil { openNICTraces -= 1 }
+        guest.trace = wanted.flatMap { PcapWriter(path: $0) }
+        if guest.trace != nil { openNICTraces += 1 }
+        if wanted != nil && guest.trace == nil { globalCounters.countDrop(.traceUnavailable) }
+    }
+
+    /// Opens or closes the main trace (underlay traffic) at `path`.
+    public func setMainTrace(path: String?) {
+        mainTrace = path.flatMap { PcapWriter(path: $0) }
+    }
+
+    private func removeSlot(_ slot: Int, id: String) {
+        guard let guest = slots[slot] else { return }
+        if guest.trace != nil { openNICTraces -= 1 }
+        guest.transmitBatch.releaseAll(to: pool)
+        if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+        leaveVNI(slot: slot, vni: guest.config.vni)
+        paths[slot] = SlotPath()
+        slots[slot] = nil
+        slotByID[id] = nil
+        freeSlots.append(slot)
+    }
+
+    private func joinVNI(slot: Int, vni: UInt32) {
+        _ = switches.join(vni: vni, slot: slot) {
+            MACTable(capacity: settings.macTableCapacity, maximumCapacity: settings.macTableMaximum)
+        }
+    }
+
+    private func leaveVNI(slot: Int, vni: UInt32) {
+        switches.leave(vni: vni, slot: slot, now: now, ageLimit: settings.macAgeSeconds)
+    }
+
+    func watch(_ fd: Int32, token: UInt64) {
+        var event = epoll_event()
+        event.events = UInt32(EPOLLIN.rawValue)
+        event.data.u64 = token
+        _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
+    }
+
+    private func unwatch(_ fd: Int32) {
+        var unused = epoll_event()
+        _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &unused)
+    }
+
+    /// Registers the underlay port's descriptor for idle wake-ups.
+    public func watchUnderlay(_ fd: Int32) { watch(fd, token: UInt64.max - 1) }
+
+    /// Counters of a NIC's attachment, if it has one.
+    public func slotCount() -> Int { slots.count }
+
+    /// A NIC's worker slot and connection-tracking zone (worker thread only: tests and
+    /// benchmarks that drive the worker with `runOnce`).
+    public func trackingZone(ofNIC id: String) -> (slot: Int, zone: UInt32)? {
+        guard let slot = slotByID[id], let guest = slots[slot] else { return nil }
+        return (slot, guest.zone)
+    }
+}
+
+/// A guest NIC as the worker sees it.
+final class GuestSlot {
+    var config: NICConfig {
+        didSet {
+            antiSpoofPolicy = AntiSpoof.Policy(config)
+            firewall = config.firewall ?? .empty
+        }
+    }
+    /// The NIC's connection-tracking zone (set once, when the NIC gets its slot).
+    var zone: UInt32 = 0
+    /// The compiled security groups (an empty policy when none were compiled).
+    private(set) var firewall: FirewallPolicy
+    var attachment: NICAttachment?
+    let transmitBatch = PacketBatch()
+    /// Open while the NIC's packet trace is on.
+    var trace: PcapWriter?
+    /// Prepared from `config` once per change, not per packet.
+    private(set) var antiSpoofPolicy: AntiSpoof.Policy
+
+    init(config: NICConfig, attachment: NICAttachment?) {
+        self.config = config
+        self.attachment = attachment
+        antiSpoofPolicy = AntiSpoof.Policy(config)
+        firewall = config.firewall ?? .empty
+    }
+
+    var port: (any PacketPort)? { attachment?.port }
+}
