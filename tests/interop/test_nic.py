@@ -133,3 +133,20 @@ def test_nic_del_removes(api: Api, uid):
     api.ok(nic_del=nic_id)
     assert nic_id not in api.ok(nic_list=True).nic_list
     assert api.fails(nic_details=nic_id).description == f"NIC: {nic_id} not found"
+
+
+def test_nic_export_is_a_connection_export(api: Api, uid):
+    """nic_export returns the documented binary format (docs/FIREWALL.md): a 12-byte header
+    "BFCT", version 1, three zero bytes, a big-endian entry count, then 48 bytes per entry.
+    A NIC without traffic tracks nothing."""
+    import struct
+
+    nic_id = f"exp{uid}"
+    api.ok(nic_add=api.nic(nic_id, MAC, 4243, ["10.0.0.3"]))
+    try:
+        data = api.ok(nic_export=nic_id).nic_export.fw_data.data
+        magic, version, reserved, count = struct.unpack("!4sB3sI", data[:12])
+        assert (magic, version, reserved) == (b"BFCT", 1, b"\0\0\0")
+        assert count == 0 and len(data) == 12 + 48 * count
+    finally:
+        api.ok(nic_del=nic_id)
