@@ -133,6 +133,10 @@ extension APIService {
             if let capacity = control.runtime?.connectionCapacity {
                 response.appStatus.connectionCapacity = UInt64(capacity)
             }
+            if let pause = control.runtime?.longestAdoptionNanoseconds {
+                response.appStatus.longestAdoptionUs = pause / 1000
+            }
+            if let pause = control.runtime?.lastAdoptionNanoseconds { response.appStatus.lastAdoptionUs = pause / 1000 }
         } else if request.hasAppQuit {
             Log.info("API: app_quit received, stopping")
             quit = true

@@ -89,6 +89,7 @@ struct VNISwitch {
 /// to a NIC costs no reference counting and no exclusivity check: unowned references into the
 /// `GuestSlot` that owns them (refreshed whenever the slot changes, cleared when it goes).
 struct SlotPath {
+    // Trivial (no references counted): `Worker` writes entries into raw memory.
     /// The slot's VNI switch, -1 when the slot is free.
     var switchIndex: Int32 = -1
     var zone: UInt32 = 0

@@ -72,7 +72,10 @@ extension Worker {
         } else {
             let slot = takeFreeSlot()
             precondition(slot < settings.maximumNICs, "more NICs than Worker.Settings.maximumNICs")
-            if slot == slots.count { slots.append(nil) }
+            if slot == slots.count {
+                slots.append(nil)
+                (paths + slot).initialize(to: SlotPath())
+            }
             slots[slot] = GuestSlot(config: nic, attachment: attachment)
             slotByID[id] = slot
             updateTrace(slots[slot]!)

@@ -96,8 +96,12 @@ public final class Worker: @unchecked Sendable {
         pool = PacketPool(capacity: settings.poolCapacity)
         firewall = Firewall(connectionCapacity: settings.connectionCapacity)
         switches = VNISwitches(capacity: settings.maximumNICs)
-        paths = .allocate(capacity: settings.maximumNICs)
-        paths.initialize(repeating: SlotPath(), count: settings.maximumNICs)
+        // Reserved, not touched: a page costs memory only once a slot on it is used. SlotPath
+        // is a trivial type, so entries are written in place when their slot is created.
+        let bytes = settings.maximumNICs * MemoryLayout<SlotPath>.stride
+        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(memory != MAP_FAILED, "mmap of the slot table failed: errno \(errno)")
+        paths = memory!.bindMemory(to: SlotPath.self, capacity: settings.maximumNICs)
         config = DataplaneConfig(host: host)
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -108,8 +112,7 @@ public final class Worker: @unchecked Sendable {
     deinit {
         close(wakeFD)
         close(epollFD)
-        paths.deinitialize(count: settings.maximumNICs)
-        paths.deallocate()
+        munmap(paths, settings.maximumNICs * MemoryLayout<SlotPath>.stride)
     }
 
     // MARK: Control plane side (any thread)
