@@ -184,3 +184,23 @@ final class FirewallStage: Scenario {
         return passed
     }
 }
+
+/// The control plane's side of a rule change: compiling a group of `rules` rules (the fixture
+/// group of the stage benchmarks) for one NIC. Returns the best of `repeats` compilations, in
+/// seconds (`dataplane-profile compile [RULES]`).
+public enum CompileTiming {
+    public static func best(rules: Int, repeats: Int = 5, clock: () -> Double) -> Double {
+        let nic = Addresses.nic(id: "a", mac: Addresses.guestA, ip: Addresses.guestAIP)
+        let group = FirewallFixtures.group(rules: rules)
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            let start = clock()
+            var compiled = nic
+            compiled.securityGroups = ["bench"]
+            let policy = FirewallPolicy.compile(compiled, groups: ["bench": group], generation: 1)
+            precondition(policy.inbound.ruleCount == rules)
+            best = min(best, clock() - start)
+        }
+        return best
+    }
+}

@@ -8,6 +8,20 @@ import DataplaneFixtures
 // (`valgrind --tool=callgrind`, `perf record`), and prints packets per second from
 // clock_gettime. Usage: dataplane-profile SCENARIO [64B|1500B] [MILLION-PACKETS]
 let arguments = CommandLine.arguments
+
+func seconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+// `dataplane-profile compile [RULES]`: the time to compile one NIC's group of RULES rules.
+if arguments.count >= 2 && arguments[1] == "compile" {
+    let rules = arguments.count >= 3 ? Int(arguments[2]) ?? 10_000 : 10_000
+    let best = CompileTiming.best(rules: rules, clock: seconds)
+    print("compile \(rules) rules: \(best * 1000) ms (best of 5)")
+    exit(0)
+}
 guard arguments.count >= 2, let kind = ScenarioKind(rawValue: arguments[1]) else {
     let names = ScenarioKind.allCases.map(\.rawValue).joined(separator: "|")
     print("usage: dataplane-profile \(names) [64B|1500B] [MILLION-PACKETS]")
@@ -21,11 +35,6 @@ guard let size else {
 let millions = arguments.count >= 4 ? Double(arguments[3]) ?? 10 : 10
 let runs = max(1, Int(millions * 1_000_000) / Scenarios.packetsPerRun)
 
-func seconds() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-}
 
 let scenario = Scenarios.make(kind, size: size)
 var expected = 0
