@@ -12,20 +12,72 @@ import Synchronization
 extension Worker {
     // MARK: Adoption
 
+    /// Takes the configuration waiting in the mailbox. A full one (no list of changed NICs) is
+    /// adopted at once; a list of changes is adopted `Settings.adoptionChunk` NICs per pass
+    /// (`continueAdoption`), so that a change reaching many NICs never stalls the worker for
+    /// long: packets keep flowing between chunks, each NIC switches whole. A newer update
+    /// arriving meanwhile takes over, with what was left of the older one.
     func adoptPending() {
         pending.store(false, ordering: .relaxed)
         guard
-            let update = mailbox.withLock({ state -> DataplaneUpdate? in
+            var update = mailbox.withLock({ state -> DataplaneUpdate? in
                 defer { state = nil }
                 return state
             })
         else { return }
+        if let unfinished = adopting {
+            if let later = update.changedNICs {
+                update.changedNICs = Array(unfinished.remaining) + later
+            }
+            adopting = nil
+        }
+        guard let changed = update.changedNICs else {
+            let start = Self.monotonicNanoseconds()
+            adopt(update)
+            recordPause(Self.monotonicNanoseconds() &- start, last: true)
+            adopted.store(update.config.version, ordering: .releasing)
+            return
+        }
+        adopting = (update, changed[...], 0)
+        continueAdoption()
+    }
+
+    /// Adopts the next chunk of an update in progress; the last chunk makes it the running one.
+    func continueAdoption() {
+        guard var progress = adopting else { return }
         let start = Self.monotonicNanoseconds()
-        adopt(update)
+        flush()
+        let chunk = progress.remaining.prefix(settings.adoptionChunk)
+        progress.remaining = progress.remaining.dropFirst(chunk.count)
+        for id in chunk {
+            if let nic = progress.update.config.nics[id] {
+                adoptNIC(id: id, nic, attachment: progress.update.attachments[id])
+            } else if let slot = slotByID[id] {
+                removeSlot(slot, id: id)
+            }
+        }
+        let finished = progress.remaining.isEmpty
+        if finished {
+            config = progress.update.config
+            underlay?.adopt(self)
+        }
         let took = Self.monotonicNanoseconds() &- start
-        if took > longestAdoption.load(ordering: .relaxed) { longestAdoption.store(took, ordering: .relaxed) }
-        lastAdoption.store(took, ordering: .relaxed)
-        adopted.store(update.config.version, ordering: .releasing)
+        progress.longestChunk = max(progress.longestChunk, took)
+        recordPause(took, last: false)
+        if finished {
+            lastAdoption.store(progress.longestChunk, ordering: .relaxed)
+            adopting = nil
+            adopted.store(progress.update.config.version, ordering: .releasing)
+        } else {
+            adopting = progress
+        }
+    }
+
+    private func recordPause(_ nanoseconds: UInt64, last: Bool) {
+        if nanoseconds > longestAdoption.load(ordering: .relaxed) {
+            longestAdoption.store(nanoseconds, ordering: .relaxed)
+        }
+        if last { lastAdoption.store(nanoseconds, ordering: .relaxed) }
     }
 
     /// Applies a configuration: removes NICs that are gone, adds new ones, updates changed

@@ -47,6 +47,9 @@ public final class Worker: @unchecked Sendable {
         /// NIC slots (and so VNIs) a worker can hold; their packet-path state is reserved up
         /// front (about 48 bytes each, touched only when used).
         public var maximumNICs = 1 << 18
+        /// NICs adopted per pass when a change reaches many (a group on hundreds of NICs):
+        /// bounds the worker's pause per pass (~10 µs per NIC).
+        public var adoptionChunk = 32
         public init() {}
     }
 
@@ -81,6 +84,8 @@ public final class Worker: @unchecked Sendable {
     let receiveBatch = PacketBatch()
     var now: UInt32 = 0
     private var lastSweep: UInt32 = 0
+    /// An update being adopted chunk by chunk: the NICs left, the longest chunk so far.
+    var adopting: (update: DataplaneUpdate, remaining: ArraySlice<String>, longestChunk: UInt64)?
     /// The daemon's main trace (`-t`): every underlay frame, both ways.
     public internal(set) var mainTrace: PcapWriter?
     /// Optional underlay (VXLAN); nil in local mode.
@@ -204,6 +209,7 @@ public final class Worker: @unchecked Sendable {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         while running.load(ordering: .relaxed) {
             if pending.load(ordering: .acquiring) { adoptPending() }
+            if adopting != nil { continueAdoption() }
             if questionPending.load(ordering: .acquiring) { answerQuestion() }
             now = Self.monotonicSeconds()
             firewall.now = now
@@ -213,7 +219,8 @@ public final class Worker: @unchecked Sendable {
                 continue
             }
             emptyPolls += 1
-            guard emptyPolls >= settings.idlePollsBeforeSleep else { continue }
+            // Never asleep with an adoption in progress: its next chunk is due on the next pass.
+            guard emptyPolls >= settings.idlePollsBeforeSleep, adopting == nil else { continue }
             // Idle: sleep until a port or the mailbox is readable (or a second passes, to age
             // tables), then serve only the ports that woke us. Busy polling of every port
             // resumes only if traffic keeps coming.
@@ -244,6 +251,7 @@ public final class Worker: @unchecked Sendable {
     @discardableResult
     public func runOnce() -> Int {
         if pending.load(ordering: .acquiring) { adoptPending() }
+        while adopting != nil { continueAdoption() }
         if questionPending.load(ordering: .acquiring) { answerQuestion() }
         now = Self.monotonicSeconds()
         firewall.now = now

@@ -1,0 +1,67 @@
+import HashTreeCollections
+import Testing
+
+@testable import ButterflyDataplane
+
+/// A change that reaches many NICs is adopted a chunk of NICs per pass, so the worker never
+/// pauses long; the version counts as adopted only once every NIC switched, and a newer update
+/// arriving halfway takes over what was left.
+@Suite struct ChunkedAdoptionTests {
+    static let host = HostConfig(vtepAddress: nil, socketDirectory: "/tmp", nicMTU: nil, offloads: false)
+
+    static func nics(_ count: Int, vni: UInt32) -> TreeDictionary<String, NICConfig> {
+        var nics: TreeDictionary<String, NICConfig> = [:]
+        for index in 0..<count {
+            let id = "n\(index)"
+            nics[id] = NICConfig(
+                id: id,
+                mac: MACAddress(value: 0x5254_0000_0000 | UInt64(index)),
+                vni: vni,
+                ips: [],
+                kind: .bench,
+                path: "",
+                ipAntiSpoof: false,
+                bypassFiltering: false,
+                securityGroups: [],
+                packetTracePath: nil,
+                sniffTarget: nil
+            )
+        }
+        return nics
+    }
+
+    @Test func manyChangedNICsAreAdoptedInChunksThenTheVersionCounts() {
+        var settings = Worker.Settings()
+        settings.adoptionChunk = 8
+        let worker = Worker(settings: settings, host: Self.host)
+        var config = DataplaneConfig(host: Self.host)
+        config.nics = Self.nics(40, vni: 1)
+        config.version = 1
+        worker.publish(DataplaneUpdate(config: config, attachments: [:]))
+        worker.runOnce()
+        #expect(worker.adoptedVersion == 1)
+
+        // Every NIC moves to VNI 2: five chunks of eight.
+        config.nics = Self.nics(40, vni: 2)
+        config.version = 2
+        worker.publish(DataplaneUpdate(config: config, attachments: [:], changedNICs: Array(config.nics.keys)))
+        worker.adoptPending()
+        #expect(worker.adoptedVersion == 1, "one chunk adopted, not the version")
+        #expect(worker.adopting?.remaining.count == 32)
+        // A newer update (NIC n0 goes) takes over with what was left.
+        config.nics["n0"] = nil
+        config.version = 3
+        worker.publish(DataplaneUpdate(config: config, attachments: [:], changedNICs: ["n0"]))
+        worker.adoptPending()
+        #expect(worker.adopting?.remaining.count == 25)
+        while worker.adopting != nil { worker.continueAdoption() }
+        #expect(worker.adoptedVersion == 3)
+        #expect(worker.slotByID["n0"] == nil)
+        #expect(worker.switches.index(of: 1) == -1, "no NIC left in VNI 1")
+        for index in 1..<40 {
+            let slot = worker.slotByID["n\(index)"]!
+            #expect(worker.slots[slot]!.config.vni == 2)
+        }
+        #expect(worker.lastAdoptionNanoseconds > 0)
+    }
+}
