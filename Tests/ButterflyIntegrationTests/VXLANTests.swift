@@ -285,8 +285,13 @@ struct VXLANTests {
             "\(mac.replacingOccurrences(of: ":", with: ""))020000000001" + "0800" + String(repeating: "45", count: 2486)
         let big = try namespaces.exec(hostA.name, "python3 \(Self.tools)/send_frame.py \(namespaces.prefix)ua \(jumbo)")
         #expect(big.status == 0, "\(big)")
-        usleep(1_500_000)
-        let after = try underlayDrops()
+        // Port counters are published once a second: wait for them (deadline), not a fixed time.
+        var after = try underlayDrops()
+        _ = try waitUntil(timeout: 5) {
+            after = try underlayDrops()
+            return (after["port-receive"] ?? 0) - (before["port-receive"] ?? 0) >= 2
+                && (after["bad-vxlan-flags"] ?? 0) - (before["bad-vxlan-flags"] ?? 0) >= 101
+        }
         // At least the hostile frames (the link's own IPv6 chatter may add to not-vxlan).
         for (reason, count) in [
             // A super-frame of 100 bad datagrams is cut into 100 drops; one with a bad outer
