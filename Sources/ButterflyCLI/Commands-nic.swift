@@ -1,5 +1,6 @@
 import ButterflyControl
 import ButterflyDataplane
+import ButterflyPacket
 import ButterflyProtocol
 
 extension Commands {
@@ -45,7 +46,7 @@ extension Commands {
 
     /// `address:port` (`[v6]:port`), IPv4-mapped addresses shown as IPv4.
     static func endpoint(_ address: UInt128, _ port: UInt16) -> String {
-        if address >> 32 == 0xFFFF { return "\(IPAddress.v4(UInt32(truncatingIfNeeded: address))):\(port)" }
+        if FrameHeaders.isIPv4Mapped(address) { return "\(IPAddress.v4(UInt32(truncatingIfNeeded: address))):\(port)" }
         let v6 = IPAddress.v6(high: UInt64(truncatingIfNeeded: address >> 64), low: UInt64(truncatingIfNeeded: address))
         return "[\(v6)]:\(port)"
     }

@@ -89,27 +89,17 @@ extension Worker {
         if last { lastAdoption.store(nanoseconds, ordering: .relaxed) }
     }
 
-    /// Applies a configuration: removes NICs that are gone, adds new ones, updates changed
-    /// ones in place. Learned MACs of NICs that stay are kept.
+    /// Applies a whole configuration (no list of changes: a first one, tests): removes NICs that
+    /// are gone, adds new ones, updates changed ones in place. Learned MACs of NICs that stay
+    /// are kept.
     func adopt(_ update: DataplaneUpdate) {
         flush()
-        if let changed = update.changedNICs {
-            // Only what changed: O(changed NICs), whatever the NIC count.
-            for id in changed {
-                if let nic = update.config.nics[id] {
-                    adoptNIC(id: id, nic, attachment: update.attachments[id])
-                } else if let slot = slotByID[id] {
-                    removeSlot(slot, id: id)
-                }
-            }
-        } else {
-            let old = slotByID
-            for (id, slot) in old where update.config.nics[id] == nil {
-                removeSlot(slot, id: id)
-            }
-            for (id, nic) in update.config.nics {
-                adoptNIC(id: id, nic, attachment: update.attachments[id])
-            }
+        let old = slotByID
+        for (id, slot) in old where update.config.nics[id] == nil {
+            removeSlot(slot, id: id)
+        }
+        for (id, nic) in update.config.nics {
+            adoptNIC(id: id, nic, attachment: update.attachments[id])
         }
         config = update.config
         underlay?.adopt(self)

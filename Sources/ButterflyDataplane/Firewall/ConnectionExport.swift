@@ -1,3 +1,5 @@
+import ButterflyPacket
+
 /// The binary form of a NIC's tracked connections that `nic_export` returns (in
 /// `NicExportRes.fw_data.data`), a first step towards moving a NIC to another host with its
 /// connections. All integers big-endian; addresses are 16 bytes, IPv4 as `::ffff:a.b.c.d`.
@@ -24,7 +26,7 @@ public enum ConnectionExport {
         append32(UInt32(entries.count), to: &bytes)
         for entry in entries {
             let key = entry.key
-            let isV4 = key.local >> 32 == 0xFFFF && key.remote >> 32 == 0xFFFF
+            let isV4 = FrameHeaders.isIPv4Mapped(key.local) && FrameHeaders.isIPv4Mapped(key.remote)
             bytes += [isV4 ? 4 : 6, key.ipProtocol, entry.origin.rawValue, entry.state.rawValue]
             append128(key.local, to: &bytes)
             append128(key.remote, to: &bytes)

@@ -46,9 +46,7 @@ public final class FirewallPolicy: @unchecked Sendable, Equatable {
             case .v6(let high, let low): UInt128(high) << 64 | UInt128(low)
             }
         }
-        let mac = nic.mac.value
-        let interface = ((mac >> 24) << 40 | 0xFF_FE00_0000 | (mac & 0xFF_FFFF)) ^ 0x0200_0000_0000_0000
-        result.append(UInt128(0xFE80_0000_0000_0000) << 64 | UInt128(interface))
+        result.append(AntiSpoof.linkLocal(mac: nic.mac.value))
         return result
     }
 

@@ -1,3 +1,5 @@
+import ButterflyPacket
+
 /// One direction's security-group rules of a NIC, compiled into a lookup whose cost does not
 /// grow with the number of rules: a protocol table, then a binary search over the protocol's
 /// elementary port intervals, then a binary search over that interval's merged address ranges.
@@ -41,7 +43,7 @@ public final class RuleMatcher: @unchecked Sendable {
     }
 
     /// The IPv4-mapped block, where IPv4 addresses live in the matcher's 128-bit space.
-    public static let mappedIPv4: UInt128 = 0xFFFF_0000_0000
+    public static let mappedIPv4 = FrameHeaders.ipv4Mapped
 
     @inlinable
     public static func key(ipv4: UInt32) -> UInt128 { mappedIPv4 | UInt128(ipv4) }

@@ -323,24 +323,3 @@ public final class Firewall {
         return connections.find(key, hash: key.hash, now: now) >= 0
     }
 }
-
-extension Worker {
-    /// The firewall's verdict for one frame of `guest` (nil = pass).
-    @inline(__always)
-    func filter(
-        _ data: UnsafeMutableRawPointer,
-        headers: FrameHeaders,
-        direction: FirewallDirection,
-        slot: Int,
-        _ guest: GuestSlot
-    ) -> DropReason? {
-        firewall.filter(
-            data,
-            headers: headers,
-            direction: direction,
-            slot: slot,
-            zone: guest.zone,
-            policy: guest.firewall
-        )
-    }
-}

@@ -122,13 +122,12 @@ extension Worker {
             }
         }
         let length = Int(packet.length)
-        let queued = transmit._withUnsafeGuaranteedRef { batch -> Bool in
+        transmit._withUnsafeGuaranteedRef { batch in
             if batch.isFull { transmitNow(slot) }
             if batch.isEmpty { pendingTransmit.append(slot) }
             batch.append(packet)
-            return true
         }
-        if queued, let counters = path.counters { CounterBlock.countOut(counters, bytes: length) }
+        if let counters = path.counters { CounterBlock.countOut(counters, bytes: length) }
     }
 
     /// Sends a slot's full transmit batch before it takes more (rare: a batch holds 256).
