@@ -62,21 +62,21 @@ public final class ControlPlane {
         try stateStore.record(appliedRequests, model: model)
     }
 
-    /// The Graphviz graph `app_status` reports. The configured graph is rendered once per
-    /// snapshot version: with 10,000 NICs rendering costs tens of milliseconds.
+    /// The Graphviz graph `app_status` reports. Its structure (sorted, escaped) is laid out once
+    /// per snapshot version; each request only formats the live counters into it, so a host of
+    /// 15,000 NICs answers in milliseconds.
     var graphDOT: String {
-        if let runtime {
-            return reconciler.snapshot.graphDOT(
-                counters: { runtime.counters(of: $0) },
-                global: runtime.globalCounters()
-            )
+        let layout: GraphLayout
+        if let cached = cachedLayout, cached.version == reconciler.snapshot.version {
+            layout = cached.layout
+        } else {
+            layout = GraphLayout(reconciler.snapshot)
+            cachedLayout = (reconciler.snapshot.version, layout)
         }
-        if let cached = cachedGraph, cached.version == reconciler.snapshot.version { return cached.dot }
-        let dot = reconciler.snapshot.graphDOT()
-        cachedGraph = (reconciler.snapshot.version, dot)
-        return dot
+        guard let runtime else { return layout.render() }
+        return layout.render(counters: { runtime.counters(of: $0) }, global: runtime.globalCounters())
     }
-    private var cachedGraph: (version: UInt64, dot: String)?
+    private var cachedLayout: (version: UInt64, layout: GraphLayout)?
 
     /// NIC ids in order, for `nic_list`; sorted again only after a NIC was added or removed.
     var sortedNICIDs: [String] {

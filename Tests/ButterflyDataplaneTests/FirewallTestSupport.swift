@@ -29,6 +29,10 @@ func prefix(_ text: String) -> (address: IPAddress, length: Int) {
 func rule(_ ipProtocol: UInt8?, _ ports: ClosedRange<UInt16> = 0...65535, from prefixes: String...)
     -> RuleMatcher.Entry
 {
+    rule(ipProtocol, ports, from: prefixes)
+}
+
+func rule(_ ipProtocol: UInt8?, _ ports: ClosedRange<UInt16> = 0...65535, from prefixes: [String]) -> RuleMatcher.Entry {
     RuleMatcher.Entry(
         ipProtocol: ipProtocol,
         ports: ports,

@@ -1,4 +1,4 @@
-import ButterflyDataplane
+@testable import ButterflyDataplane
 import Testing
 
 /// The rule compiler and its lookup: protocol table, elementary port intervals, merged address
@@ -142,6 +142,27 @@ import Testing
                 "tcp ports 1-200 from 10.0.0.0/8", "tcp port 443 from 10.0.0.0/8", "tcp port 444 from 192.0.2.0/24",
             ]
         )
+    }
+
+    @Test func equalAddressSetsAreStoredOnce() {
+        // A thousand single ports from the same two prefixes (in either order, overlapping):
+        // one stored set; a thousand distinct peers: a thousand sets.
+        var shared: [RuleMatcher.Entry] = []
+        var distinct: [RuleMatcher.Entry] = []
+        for index in 0..<1000 {
+            let port = UInt16(2 * index + 1)
+            let prefixes = index % 2 == 0 ? ["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"] : ["2001:db8::/32", "10.0.0.0/8"]
+            shared.append(rule(Self.tcp, port...port, from: prefixes))
+            distinct.append(rule(Self.udp, port...port, from: ["198.51.100.\(index % 256)/32", "2001:db8::\(index)/128"]))
+        }
+        let matcher = RuleMatcher(shared + distinct)
+        #expect(matcher.setCount == 1 + 1000)
+        // Intervals: per protocol, 0 then each single port and the gap after it.
+        #expect(matcher.intervalCount == 2 * (1 + 2 * 1000))
+        #expect(matcher.allows(ipProtocol: Self.tcp, port: 1999, peer: peer("10.200.0.1")))
+        #expect(!matcher.allows(ipProtocol: Self.tcp, port: 2000, peer: peer("10.200.0.1")))
+        #expect(matcher.allows(ipProtocol: Self.udp, port: 1999, peer: peer("198.51.100.231")))
+        #expect(!matcher.allows(ipProtocol: Self.udp, port: 1999, peer: peer("198.51.100.230")))
     }
 
     @Test func portEdges() {

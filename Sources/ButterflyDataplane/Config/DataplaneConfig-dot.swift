@@ -6,24 +6,32 @@ extension DataplaneConfig {
     /// With `counters`, each NIC node carries its live packet and drop counts (the running
     /// graph); without, the configured graph.
     public func graphDOT(counters: ((String) -> NICCounters?)? = nil, global: NICCounters? = nil) -> String {
-        var lines = ["digraph butterfly {", "  rankdir=LR;"]
-        if let global {
-            var label = "underlay\\nin \(global.inPackets) pkts / out \(global.outPackets) pkts"
-            for drop in global.drops { label += "\\ndrop \(drop.reason): \(drop.packets)" }
-            label += "\\nconnections \(global.connections)"
-            lines.append("  \"underlay\" [label=\"\(label)\"];")
-        }
-        let vtep = host.vtepAddress.map { "vxlan \($0)" } ?? "local only"
-        lines.append("  \"underlay\" -> \"\(Self.escape(vtep))\";")
+        GraphLayout(self).render(counters: counters, global: global)
+    }
+}
+
+/// The structure of a configuration's graph, sorted and escaped once per configuration, so
+/// that `app_status` on a host of thousands of NICs only formats the live counts (the control
+/// plane keeps one per snapshot version).
+public struct GraphLayout: Sendable {
+    struct Chain: Sendable {
+        var id: String
+        var escapedID: String
+        var kind: String
+        var vni: UInt32
+        var bypass: Bool
+    }
+    let vtep: String
+    let vnis: [UInt32]
+    let chains: [Chain]
+
+    public init(_ config: DataplaneConfig) {
+        vtep = GraphLayout.escape(config.host.vtepAddress.map { "vxlan \($0)" } ?? "local only")
         var vnis = Set<UInt32>()
-        for nic in nics.values.sorted(by: { $0.id < $1.id }) {
+        var chains: [Chain] = []
+        chains.reserveCapacity(config.nics.count)
+        for nic in config.nics.values {
             vnis.insert(nic.vni)
-        }
-        for vni in vnis.sorted() {
-            lines.append("  \"\(Self.escape(vtep))\" -> \"switch vni \(vni)\";")
-        }
-        for nic in nics.values.sorted(by: { $0.id < $1.id }) {
-            let id = Self.escape(nic.id)
             let kind =
                 switch nic.kind {
                 case .vhostUserServer: "vhost-user server"
@@ -31,29 +39,50 @@ extension DataplaneConfig {
                 case .tap: "tap"
                 case .bench: "bench"
                 }
-            let nicNode = "\"nic \(id) (\(kind))\""
-            if let counters, let live = counters(nic.id) {
+            chains.append(
+                Chain(id: nic.id, escapedID: GraphLayout.escape(nic.id), kind: kind, vni: nic.vni, bypass: nic.bypassFiltering)
+            )
+        }
+        chains.sort { $0.id < $1.id }
+        self.vnis = vnis.sorted()
+        self.chains = chains
+    }
+
+    public func render(counters: ((String) -> NICCounters?)? = nil, global: NICCounters? = nil) -> String {
+        var out = "digraph butterfly {\n  rankdir=LR;\n"
+        out.reserveCapacity(256 + chains.count * 320)
+        if let global {
+            out += "  \"underlay\" [label=\"underlay\\nin \(global.inPackets) pkts / out \(global.outPackets) pkts"
+            for drop in global.drops { out += "\\ndrop \(drop.reason): \(drop.packets)" }
+            out += "\\nconnections \(global.connections)\"];\n"
+        }
+        out += "  \"underlay\" -> \"\(vtep)\";\n"
+        for vni in vnis { out += "  \"\(vtep)\" -> \"switch vni \(vni)\";\n" }
+        for chain in chains {
+            let id = chain.escapedID
+            let live = counters?(chain.id)
+            if let live {
                 let dropped = live.drops.reduce(0) { $0 + $1.packets }
-                lines.append(
-                    "  \(nicNode) [label=\"nic \(id) (\(kind))\\nin \(live.inPackets) pkts / out \(live.outPackets) pkts / dropped \(dropped)\"];"
-                )
+                out += "  \"nic \(id) (\(chain.kind))\" [label=\"nic \(id) (\(chain.kind))\\nin \(live.inPackets) pkts"
+                out += " / out \(live.outPackets) pkts / dropped \(dropped)\"];\n"
             }
-            if nic.bypassFiltering {
-                lines.append("  \"switch vni \(nic.vni)\" -> \(nicNode);")
+            if chain.bypass {
+                out += "  \"switch vni \(chain.vni)\" -> \"nic \(id) (\(chain.kind))\";\n"
             } else {
-                if let counters, let live = counters(nic.id) {
-                    lines.append("  \"firewall \(id)\" [label=\"firewall \(id)\\nconnections \(live.connections)\"];")
-                }
-                lines.append("  \"switch vni \(nic.vni)\" -> \"firewall \(id)\";")
-                lines.append("  \"firewall \(id)\" -> \"antispoof \(id)\";")
-                lines.append("  \"antispoof \(id)\" -> \(nicNode);")
+                if let live { out += "  \"firewall \(id)\" [label=\"firewall \(id)\\nconnections \(live.connections)\"];\n" }
+                out += "  \"switch vni \(chain.vni)\" -> \"firewall \(id)\";\n"
+                out += "  \"firewall \(id)\" -> \"antispoof \(id)\";\n"
+                out += "  \"antispoof \(id)\" -> \"nic \(id) (\(chain.kind))\";\n"
             }
         }
-        lines.append("}")
-        return lines.joined(separator: "\n") + "\n"
+        out += "}\n"
+        return out
     }
 
     static func escape(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 10 }) else {
+            return text
+        }
         var out = ""
         for character in text {
             switch character {

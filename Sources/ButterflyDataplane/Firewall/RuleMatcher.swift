@@ -101,80 +101,21 @@ public final class RuleMatcher: @unchecked Sendable {
     public var isEmpty: Bool { ruleCount == 0 }
 
     public init(_ entries: [Entry]) {
+        let compiled = RuleCompiler(entries)
         ruleCount = entries.count
-        var allRanges: [UInt128] = []
-        var allSets: [(Int32, Int32)] = []
-        var setIndex: [[ClosedRange<UInt128>]: Int32] = [:]
-        var allStarts: [UInt16] = []
-        var allIntervalSets: [Int32] = []
-        var protocolTable = [(first: Int32, count: Int32)](repeating: (0, 0), count: 257)
-
-        func internSet(_ peers: [ClosedRange<UInt128>]) -> Int32 {
-            let merged = Self.merge(peers)
-            if merged.isEmpty { return -1 }
-            if let index = setIndex[merged] { return index }
-            let index = Int32(allSets.count)
-            allSets.append((Int32(allRanges.count / 2), Int32(merged.count)))
-            for range in merged {
-                allRanges.append(range.lowerBound)
-                allRanges.append(range.upperBound)
-            }
-            setIndex[merged] = index
-            return index
-        }
-
-        var byProtocol: [Int: [Entry]] = [:]
-        for entry in entries { byProtocol[entry.ipProtocol.map(Int.init) ?? 256, default: []].append(entry) }
-        for (slot, group) in byProtocol.sorted(by: { $0.key < $1.key }) {
-            let first = Int32(allStarts.count)
-            if slot == 256 || !Self.hasPorts(UInt8(slot)) {
-                // No ports: one interval covering everything.
-                allStarts.append(0)
-                allIntervalSets.append(internSet(group.flatMap(\.peers)))
-            } else {
-                // Sweep line over port boundaries: each elementary interval gets the union of
-                // the peers of the rules covering it. Equal unions share one set.
-                var boundaries = Set<Int>([0])
-                for entry in group {
-                    boundaries.insert(Int(entry.ports.lowerBound))
-                    if entry.ports.upperBound < 65535 { boundaries.insert(Int(entry.ports.upperBound) + 1) }
-                }
-                let starts = boundaries.sorted()
-                var opening: [Int: [Int]] = [:]
-                var closing: [Int: [Int]] = [:]
-                for (index, entry) in group.enumerated() {
-                    opening[Int(entry.ports.lowerBound), default: []].append(index)
-                    closing[Int(entry.ports.upperBound) + 1, default: []].append(index)
-                }
-                var active = Set<Int>()
-                var previous: Int32 = -2
-                for start in starts {
-                    for index in closing[start] ?? [] { active.remove(index) }
-                    for index in opening[start] ?? [] { active.insert(index) }
-                    let set = active.isEmpty ? -1 : internSet(active.sorted().flatMap { group[$0].peers })
-                    // Adjacent intervals with the same set are one interval.
-                    if set == previous { continue }
-                    allStarts.append(UInt16(start))
-                    allIntervalSets.append(set)
-                    previous = set
-                }
-            }
-            protocolTable[slot] = (first, Int32(allStarts.count) - first)
-        }
-
-        rangeCount = allRanges.count / 2
-        setCount = allSets.count
-        intervalCount = allStarts.count
-        ranges = .allocate(capacity: max(1, allRanges.count))
-        ranges.initialize(from: allRanges, count: allRanges.count)
-        sets = .allocate(capacity: max(1, allSets.count))
-        for (index, set) in allSets.enumerated() { (sets + index).initialize(to: (set.0, set.1)) }
+        rangeCount = compiled.ranges.count / 2
+        setCount = compiled.sets.count
+        intervalCount = compiled.intervalStarts.count
+        ranges = .allocate(capacity: max(1, compiled.ranges.count))
+        ranges.initialize(from: compiled.ranges, count: compiled.ranges.count)
+        sets = .allocate(capacity: max(1, compiled.sets.count))
+        for (index, set) in compiled.sets.enumerated() { (sets + index).initialize(to: set) }
         protocols = .allocate(capacity: 257)
-        protocols.initialize(from: protocolTable, count: 257)
-        intervalStarts = .allocate(capacity: max(1, allStarts.count))
-        intervalStarts.initialize(from: allStarts, count: allStarts.count)
-        intervalSets = .allocate(capacity: max(1, allIntervalSets.count))
-        intervalSets.initialize(from: allIntervalSets, count: allIntervalSets.count)
+        protocols.initialize(from: compiled.protocols, count: 257)
+        intervalStarts = .allocate(capacity: max(1, compiled.intervalStarts.count))
+        intervalStarts.initialize(from: compiled.intervalStarts, count: compiled.intervalStarts.count)
+        intervalSets = .allocate(capacity: max(1, compiled.intervalSets.count))
+        intervalSets.initialize(from: compiled.intervalSets, count: compiled.intervalSets.count)
     }
 
     deinit {
@@ -183,20 +124,6 @@ public final class RuleMatcher: @unchecked Sendable {
         protocols.deallocate()
         intervalStarts.deallocate()
         intervalSets.deallocate()
-    }
-
-    /// Sorted, disjoint, non-adjacent ranges covering exactly the union of `ranges`.
-    static func merge(_ ranges: [ClosedRange<UInt128>]) -> [ClosedRange<UInt128>] {
-        let sorted = ranges.sorted { $0.lowerBound < $1.lowerBound }
-        var merged: [ClosedRange<UInt128>] = []
-        for range in sorted {
-            if let last = merged.last, last.upperBound == .max || range.lowerBound <= last.upperBound + 1 {
-                if range.upperBound > last.upperBound { merged[merged.count - 1] = last.lowerBound...range.upperBound }
-            } else {
-                merged.append(range)
-            }
-        }
-        return merged
     }
 
     /// True when a rule allows a packet of `ipProtocol` to destination port `port` (ignored
