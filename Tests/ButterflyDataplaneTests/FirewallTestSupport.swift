@@ -32,7 +32,8 @@ func rule(_ ipProtocol: UInt8?, _ ports: ClosedRange<UInt16> = 0...65535, from p
     rule(ipProtocol, ports, from: prefixes)
 }
 
-func rule(_ ipProtocol: UInt8?, _ ports: ClosedRange<UInt16> = 0...65535, from prefixes: [String]) -> RuleMatcher.Entry {
+func rule(_ ipProtocol: UInt8?, _ ports: ClosedRange<UInt16> = 0...65535, from prefixes: [String]) -> RuleMatcher.Entry
+{
     RuleMatcher.Entry(
         ipProtocol: ipProtocol,
         ports: ports,

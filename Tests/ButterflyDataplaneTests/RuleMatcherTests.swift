@@ -1,5 +1,6 @@
-@testable import ButterflyDataplane
 import Testing
+
+@testable import ButterflyDataplane
 
 /// The rule compiler and its lookup: protocol table, elementary port intervals, merged address
 /// ranges. Hand-written cases for every edge, then a model-based check against a naive
@@ -151,9 +152,12 @@ import Testing
         var distinct: [RuleMatcher.Entry] = []
         for index in 0..<1000 {
             let port = UInt16(2 * index + 1)
-            let prefixes = index % 2 == 0 ? ["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"] : ["2001:db8::/32", "10.0.0.0/8"]
+            let prefixes =
+                index % 2 == 0 ? ["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"] : ["2001:db8::/32", "10.0.0.0/8"]
             shared.append(rule(Self.tcp, port...port, from: prefixes))
-            distinct.append(rule(Self.udp, port...port, from: ["198.51.100.\(index % 256)/32", "2001:db8::\(index)/128"]))
+            distinct.append(
+                rule(Self.udp, port...port, from: ["198.51.100.\(index % 256)/32", "2001:db8::\(index)/128"])
+            )
         }
         let matcher = RuleMatcher(shared + distinct)
         #expect(matcher.setCount == 1 + 1000)

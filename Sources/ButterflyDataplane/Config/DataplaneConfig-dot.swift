@@ -40,7 +40,13 @@ public struct GraphLayout: Sendable {
                 case .bench: "bench"
                 }
             chains.append(
-                Chain(id: nic.id, escapedID: GraphLayout.escape(nic.id), kind: kind, vni: nic.vni, bypass: nic.bypassFiltering)
+                Chain(
+                    id: nic.id,
+                    escapedID: GraphLayout.escape(nic.id),
+                    kind: kind,
+                    vni: nic.vni,
+                    bypass: nic.bypassFiltering
+                )
             )
         }
         chains.sort { $0.id < $1.id }
@@ -69,7 +75,9 @@ public struct GraphLayout: Sendable {
             if chain.bypass {
                 out += "  \"switch vni \(chain.vni)\" -> \"nic \(id) (\(chain.kind))\";\n"
             } else {
-                if let live { out += "  \"firewall \(id)\" [label=\"firewall \(id)\\nconnections \(live.connections)\"];\n" }
+                if let live {
+                    out += "  \"firewall \(id)\" [label=\"firewall \(id)\\nconnections \(live.connections)\"];\n"
+                }
                 out += "  \"switch vni \(chain.vni)\" -> \"firewall \(id)\";\n"
                 out += "  \"firewall \(id)\" -> \"antispoof \(id)\";\n"
                 out += "  \"antispoof \(id)\" -> \"nic \(id) (\(chain.kind))\";\n"
