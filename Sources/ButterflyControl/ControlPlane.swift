@@ -15,6 +15,11 @@ public final class ControlPlane {
     let stateStore: StateStore?
     /// Requests applied since the last save, in order (what the journal records).
     private var appliedRequests: [MessageV0.Request] = []
+    /// With a state store: the model as last saved (what a failed save rolls back to), and the
+    /// current request's operations and changes, not yet saved nor published.
+    private var durableModel = Model()
+    private var pendingOperations: [(inout Model) throws(APIError) -> ModelChange] = []
+    private var pendingChanges: [(change: ModelChange, changedNICs: [String])] = []
     /// Off while replaying the state file itself.
     var recordsChanges = true
     /// The running data plane; `nil` runs the control plane alone (tests, tools).
@@ -32,13 +37,68 @@ public final class ControlPlane {
         try runtime?.prepare(nic, path: reconciler.path(for: nic))
     }
 
-    /// Runs one model operation and, when it changed something, reconciles and publishes.
-    func mutate(_ operation: (inout Model) throws(APIError) -> ModelChange) throws(APIError) {
+    /// Runs one model operation and, when it changed something, reconciles it. Without a state
+    /// store the data plane gets it at once; with one, it gets it once the request is durable
+    /// (`commit`), so a change that cannot be saved never reaches traffic.
+    func mutate(_ operation: @escaping (inout Model) throws(APIError) -> ModelChange) throws(APIError) {
         let change = try operation(&model)
         guard reconciler.apply(change, from: model) else { return }
         if case .nic = change { cachedNICIDs = nil }
-        runtime?.publish(reconciler.snapshot, change: change, changedNICs: reconciler.changedNICs)
+        if stateStore != nil && recordsChanges {
+            pendingOperations.append(operation)
+            pendingChanges.append((change, reconciler.changedNICs))
+        } else {
+            runtime?.publish(reconciler.snapshot, change: change, changedNICs: reconciler.changedNICs)
+        }
     }
+
+    /// Number of changes the current request made so far (to tell which replies acknowledged one).
+    var pendingChangeCount: Int { pendingChanges.count }
+
+    /// Ends a request: saves its changes, then hands them to the data plane. When they cannot be
+    /// saved, puts the model, the reconciler and the prepared data-plane resources back as they
+    /// were before the request and returns the reason; nothing was acknowledged.
+    func commit() -> StateStore.Failure? {
+        defer {
+            appliedRequests.removeAll(keepingCapacity: true)
+            pendingOperations.removeAll(keepingCapacity: true)
+            pendingChanges.removeAll(keepingCapacity: true)
+        }
+        guard !pendingChanges.isEmpty, let stateStore else { return nil }
+        do throws(StateStore.Failure) {
+            try stateStore.record(appliedRequests, model: model)
+        } catch {
+            Log.error("state: change refused, cannot save it: \(error)")
+            rollBack()
+            return error
+        }
+        // The durable copy follows by the same operations (deterministic model code: they
+        // succeed again); cheaper than copying the model.
+        for operation in pendingOperations { _ = try? operation(&durableModel) }
+        for pending in pendingChanges {
+            runtime?.publish(reconciler.snapshot, change: pending.change, changedNICs: pending.changedNICs)
+        }
+        return nil
+    }
+
+    private func rollBack() {
+        model = durableModel
+        cachedNICIDs = nil
+        // Each touched entry is derived again from the restored model: groups first, then NICs,
+        // so that every NIC is compiled against restored groups.
+        var seen = Set<String>()
+        let touched = pendingChanges.map(\.change)
+        for case .securityGroup(let id) in touched where seen.insert("g" + id).inserted {
+            reconciler.apply(.securityGroup(id), from: model)
+        }
+        for case .nic(let id) in touched where seen.insert("n" + id).inserted {
+            reconciler.apply(.nic(id), from: model)
+        }
+        runtime?.abandonPrepared()
+    }
+
+    /// After the state file was replayed: what is in the model is what is saved.
+    func markDurable() { durableModel = model }
 
     /// A NIC's tracked connections in the `nic_export` format: empty without a data plane,
     /// `nil` when the data plane did not answer.
@@ -53,13 +113,6 @@ public final class ControlPlane {
     /// Notes a request that changed the model, for the state store.
     func applied(_ request: MessageV0.Request) {
         if stateStore != nil && recordsChanges { appliedRequests.append(request) }
-    }
-
-    /// Makes the changes of one API request durable (a batch of messages is one write).
-    func saveIfNeeded() throws {
-        guard !appliedRequests.isEmpty, let stateStore else { return }
-        defer { appliedRequests.removeAll(keepingCapacity: true) }
-        try stateStore.record(appliedRequests, model: model)
     }
 
     /// The Graphviz graph `app_status` reports. Its structure (sorted, escaped) is laid out once

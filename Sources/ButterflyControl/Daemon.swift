@@ -114,7 +114,7 @@ public enum Daemon {
             worker.join()
         }
         if let stateStore {
-            try restore(stateStore, into: service)
+            try restore(stateStore, into: service, recover: options.recoverState)
         }
 
         let context = ZMQContext()
@@ -184,26 +184,45 @@ public enum Daemon {
 
     /// Replays the state file and its journal through the API, as `butterfly request` would;
     /// any refusal means the files do not describe a valid configuration, and the daemon will
-    /// not start. Then folds everything into a fresh snapshot.
-    static func restore(_ store: StateStore, into service: APIService) throws {
-        let saved: (messages: [Proto_Message], tornTail: Bool)
+    /// not start. Then folds everything into a fresh snapshot. With `recover`, damaged files
+    /// are set aside, every record that still checks is replayed, and refusals are only logged.
+    static func restore(_ store: StateStore, into service: APIService, recover: Bool = false) throws {
+        var messages: [Proto_Message]
         do {
-            saved = try store.load()
+            if recover {
+                let recovered = try store.recover()
+                for file in recovered.setAside { Log.error("state: damaged file set aside as \(file)") }
+                messages = recovered.messages
+            } else {
+                let loaded = try store.load()
+                if let offset = loaded.tornTailOffset {
+                    // At the default log level: an operator should know a write was cut short.
+                    Log.error(
+                        "state: journal \(store.journalPath): dropped a torn last record at byte \(offset) (a change that was never acknowledged)"
+                    )
+                }
+                messages = loaded.messages
+            }
         } catch {
             throw StartupError(description: error.description)
         }
-        if saved.tornTail {
-            Log.warning("journal \(store.journalPath): dropped a torn last record (a change never acknowledged)")
-        }
         let control = service.controlPlane
         control.recordsChanges = false
-        for (index, message) in saved.messages.enumerated() {
+        var refused = 0
+        for (index, message) in messages.enumerated() {
             var quit = false
             let reply = service.handleV0(message.message0, quit: &quit)
             guard reply.response.status.status, !quit else {
+                let reason = reply.response.status.error.description_p
+                if recover {
+                    refused += 1
+                    Log.error("state: recovery: saved request \(index + 1) refused (\(reason)), skipped")
+                    continue
+                }
                 throw StartupError(
                     description:
-                        "state file \(store.path) is corrupt: saved request \(index + 1) refused: \(reply.response.status.error.description_p)"
+                        "state file \(store.path) is corrupt: saved request \(index + 1) refused: \(reason). "
+                        + StateStore.recoveryAdvice
                 )
             }
         }
@@ -214,8 +233,10 @@ public enum Daemon {
         } catch {
             throw StartupError(description: error.description)
         }
+        control.markDurable()
         Log.info(
             "restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(store.path)"
+                + (recover ? " (recovery: \(refused) saved requests refused)" : "")
         )
     }
 

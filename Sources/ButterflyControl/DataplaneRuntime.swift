@@ -19,6 +19,8 @@ public protocol DataplaneBinding: AnyObject {
     /// Hands over a new configuration after the model changed `change`, which changed the
     /// configuration of `changedNICs` (a group's change reaches every NIC it compiles into).
     func publish(_ config: DataplaneConfig, change: ModelChange, changedNICs: [String])
+    /// Drops what `prepare` made for changes that will not be published (a failed save).
+    func abandonPrepared()
     /// Live counters of one NIC.
     func counters(of id: String) -> NICCounters?
     /// Counters of the underlay and of drops not attributable to a NIC.
@@ -34,6 +36,7 @@ public protocol DataplaneBinding: AnyObject {
 }
 
 extension DataplaneBinding {
+    public func abandonPrepared() {}
     public func globalCounters() -> NICCounters? { nil }
     public func exportConnections(of id: String) -> [UInt8]? { ConnectionExport.encode([], now: 0) }
     public var connectionCapacity: Int? { nil }
@@ -74,6 +77,12 @@ public final class DataplaneRuntime: DataplaneBinding {
             // and reported, and moves no packets yet. A port of a previous kind goes away.
             detached.insert(nic.id)
         }
+    }
+
+    /// Forgets what `prepare` created for changes that were rolled back: new taps close.
+    public func abandonPrepared() {
+        prepared.removeAll()
+        detached.removeAll()
     }
 
     /// Publishes a configuration after the model changed `change`.

@@ -107,7 +107,7 @@ private func richModel() throws -> Model {
         try file.save(model, generation: 1)
 
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        #expect(text.hasPrefix("# butterfly-state v1 generation=1 messages=7\n"))
+        #expect(text.hasPrefix("# butterfly-state v2 generation=1 messages=7 checksum="))
 
         let loaded = try #require(try file.load())
         #expect(loaded.messages.messages.count == 7)  // 4 nic_add (sorted by id), then 3 sg_add (sorted by id)
@@ -135,7 +135,10 @@ private func richModel() throws -> Model {
         let path = temporaryPath()
         defer { remove(path) }
         try StateFile(path: path).save(Model(), generation: 1)
-        #expect(try String(contentsOfFile: path, encoding: .utf8) == "# butterfly-state v1 generation=1 messages=0\n")
+        #expect(
+            try String(contentsOfFile: path, encoding: .utf8)
+                == "# butterfly-state v2 generation=1 messages=0 checksum=\(StateFile.hex(StateJournal.checksum([])))\n"
+        )
         let loaded = try #require(try StateFile(path: path).load())
         #expect(loaded.messages.messages.isEmpty)
     }
@@ -196,8 +199,8 @@ private func richModel() throws -> Model {
         try model.addNIC(NIC(id: "n", mac: MACAddress("02:00:00:00:00:01")!, vni: 1))
         try StateFile(path: path).save(model, generation: 1)
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        #expect(text.hasPrefix("# butterfly-state v1 generation=1 messages=1\n"))
-        try text.replacingOccurrences(of: "messages=1\n", with: "messages=2\n").write(
+        #expect(text.hasPrefix("# butterfly-state v2 generation=1 messages=1 "))
+        try text.replacingOccurrences(of: "messages=1 ", with: "messages=2 ").write(
             toFile: path,
             atomically: false,
             encoding: .utf8
@@ -343,5 +346,143 @@ private func restored(_ store: StateStore) throws -> (model: Model, tornTail: Bo
         #expect(snapshot.generation > 1)
         #expect(snapshot.messages.messages.count > 1)
         #expect(try restored(StateStore(path: path)).model == service.controlPlane.model)
+    }
+}
+
+/// Records what reaches the data plane, to check a change that could not be saved never does.
+private final class WatchingDataplane: DataplaneBinding {
+    var prepared: [String] = []
+    var published: [ModelChange] = []
+    var abandoned = 0
+    func prepare(_ nic: NIC, path: String) throws(APIError) { prepared.append(nic.id) }
+    func publish(_ config: DataplaneConfig, change: ModelChange, changedNICs: [String]) { published.append(change) }
+    func abandonPrepared() { abandoned += 1 }
+    func counters(of id: String) -> NICCounters? { nil }
+}
+
+@Suite struct StateDurabilityTests {
+    private func service(_ store: StateStore, _ dataplane: WatchingDataplane) -> APIService {
+        let control = ControlPlane(
+            reconciler: Reconciler(
+                host: HostConfig(vtepAddress: nil, socketDirectory: "/tmp/s", nicMTU: nil, offloads: true),
+                traceByDefault: false,
+                traceDirectory: "/tmp",
+                processID: 1
+            ),
+            stateStore: store,
+            runtime: dataplane
+        )
+        return APIService(controlPlane: control, cipher: nil)
+    }
+
+    private func replies(_ service: APIService, _ messages: [Proto_Message]) throws -> [MessageV0.Response] {
+        let bytes = service.handle(try Proto_Messages.with { $0.messages = messages }.serializedBytes()).reply
+        return try Proto_Messages(serializedBytes: bytes).messages.map(\.message0.response)
+    }
+
+    @Test func aChangeThatCannotBeSavedIsRefusedAndRolledBack() throws {
+        // The state file's directory does not exist yet: every save fails.
+        let directory = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let dataplane = WatchingDataplane()
+        let service = service(StateStore(path: directory + "/state"), dataplane)
+        let rule = request {
+            $0.sgRuleAdd.sgID = "web"
+            $0.sgRuleAdd.rule.direction = .inbound
+            $0.sgRuleAdd.rule.protocol = 6
+            $0.sgRuleAdd.rule.portStart = 22
+            $0.sgRuleAdd.rule.portEnd = 22
+            $0.sgRuleAdd.rule.cidr.address = "198.51.100.0"
+            $0.sgRuleAdd.rule.cidr.maskSize = 24
+        }
+        let refused = try replies(service, [nicAdd("a"), request { $0.nicList = true }, rule])
+        #expect(refused.map(\.status.status) == [false, true, false])
+        #expect(refused[2].status.error.description_p == "State file write failed")
+        #expect(refused[0].status.error.description_p == "State file write failed")
+        #expect(refused[0].status.error.detail.contains("cannot create \(directory)/state.tmp"), "\(refused[0])")
+        #expect(refused[0].status.error.detail.hasSuffix("nothing was changed"))
+        // The read in the same batch answered from the state of the moment; nothing stayed.
+        #expect(refused[1].nicList == ["a"])
+        #expect(service.controlPlane.model == Model())
+        #expect(service.controlPlane.reconciler.snapshot.nics.isEmpty)
+        #expect(service.controlPlane.reconciler.snapshot.securityGroups.isEmpty)
+        #expect(dataplane.published.isEmpty)
+        #expect(dataplane.prepared == ["a"] && dataplane.abandoned == 1)
+
+        // Once the directory exists, the same batch goes through, and reaches the data plane.
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        let accepted = try replies(service, [nicAdd("a"), rule])
+        #expect(accepted.allSatisfy { $0.status.status }, "\(accepted)")
+        #expect(dataplane.published == [.nic("a"), .securityGroup("web")])
+        let back = try restored(StateStore(path: directory + "/state"))
+        #expect(back.model == service.controlPlane.model)
+        #expect(back.model.nics.keys.sorted() == ["a"])
+    }
+
+    @Test func aChangedDigitInTheSnapshotIsFoundAndRecoveryKeepsTheRest() throws {
+        let path = temporaryPath()
+        defer { remove(path) }
+        var model = Model()
+        for index in 1...3 {
+            try model.addNIC(NIC(id: "n\(index)", mac: MACAddress("02:00:00:00:00:0\(index)")!, vni: UInt32(index)))
+        }
+        try StateFile(path: path).save(model, generation: 4)
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        let vni = try #require(text.range(of: "vni: 2"))
+        text.replaceSubrange(vni, with: "vni: 7")
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+
+        let error = #expect(throws: StateStore.Failure.self) { try StateFile(path: path).load() }
+        #expect(
+            error?.description.contains("state file \(path) is corrupt at byte") == true,
+            "\(String(describing: error))"
+        )
+        #expect(error?.description.contains("--recover-state") == true)
+
+        let recovered = try StateStore(path: path).recover()
+        #expect(recovered.messages.map(\.message0.request.nicAdd.id) == ["n1", "n3"])
+        #expect(recovered.setAside.count == 1 && recovered.setAside[0].hasPrefix(path + ".damaged-"))
+        #expect(!FileManager.default.fileExists(atPath: path))
+        for file in recovered.setAside { try? FileManager.default.removeItem(atPath: file) }
+    }
+
+    @Test func aDamagedLengthFieldIsDamageNotATornTail() throws {
+        let path = temporaryPath()
+        defer { remove(path) }
+        let store = StateStore(path: path)
+        try store.compact(Model())
+        let service = makeService(stateStore: store)
+        for id in ["one", "two", "three"] {
+            _ = service.handle(try Proto_Messages.with { $0.messages = [nicAdd(id)] }.serializedBytes())
+        }
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path + ".journal")))
+        let header = bytes.firstIndex(of: UInt8(ascii: "\n"))! + 1
+        bytes[header + 6] = 0x7F  // the first record's length, now far past the end
+        try Data(bytes).write(to: URL(fileURLWithPath: path + ".journal"))
+        let error = #expect(throws: StateStore.Failure.self) { try StateStore(path: path).load() }
+        #expect(error?.description.contains("corrupt at byte \(header)") == true, "\(String(describing: error))")
+        let recovered = try StateStore(path: path).recover()
+        #expect(recovered.messages.map(\.message0.request.nicAdd.id) == ["two", "three"])
+        for file in recovered.setAside { try? FileManager.default.removeItem(atPath: file) }
+    }
+
+    @Test func aPlantedTemporarySymlinkIsNeverFollowed() throws {
+        let path = temporaryPath()
+        let victim = temporaryPath()
+        defer {
+            remove(path)
+            try? FileManager.default.removeItem(atPath: victim)
+        }
+        try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: path + ".tmp", withDestinationPath: victim)
+        try StateFile(path: path).save(Model(), generation: 1)
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n")
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect(attributes[.type] as? FileAttributeType == .typeRegular)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        // A symlink in place of the state file itself is refused on load, not followed.
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: victim)
+        #expect(throws: StateStore.Failure.self) { try StateFile(path: path).load() }
     }
 }

@@ -34,13 +34,6 @@ public final class APIService {
         controlPlane.requestCounter += 1
         var quit = false
         let reply = handleEnvelope(request, decrypted: false, quit: &quit)
-        do {
-            try controlPlane.saveIfNeeded()
-        } catch {
-            // The change is applied and live; only its persistence failed. Say so loudly
-            // rather than roll back traffic-affecting state.
-            Log.error("cannot save state file: \(error)")
-        }
         return Outcome(reply: reply, quit: quit)
     }
 
@@ -75,15 +68,29 @@ public final class APIService {
 
         var reply = Proto_Messages()
         reply.messages.reserveCapacity(messages.messages.count)
+        var acknowledgedChanges: [Int] = []
         for message in messages.messages {
             var answer = Proto_Message()
             answer.revision = ButterflyRevision.current
             if message.hasMessage0 {
+                let changesBefore = controlPlane.pendingChangeCount
                 answer.message0 = handleV0(message.message0, quit: &quit)
+                if controlPlane.pendingChangeCount > changesBefore { acknowledgedChanges.append(reply.messages.count) }
             } else {
                 answer.error.code = .versionNotManaged
             }
             reply.messages.append(answer)
+        }
+        // The batch's changes are saved in one write before any reply says they succeeded; if
+        // they cannot be, none of them happened.
+        if let failure = controlPlane.commit() {
+            for index in acknowledgedChanges {
+                var response = MessageV0.Response()
+                response.status.status = false
+                response.status.error.description_p = APIError.stateNotSaved.description
+                response.status.error.detail = "\(failure.description); nothing was changed"
+                reply.messages[index].message0.response = response
+            }
         }
         return Self.serialize(reply)
     }
@@ -149,4 +156,10 @@ public final class APIService {
         internalError.error.code = .internalError
         return (try? internalError.serializedBytes()) ?? []
     }
+}
+
+extension APIError {
+    /// A change that could not be saved to the state file (disk full, I/O error): it was not
+    /// applied. The original had no state file, so no wording to keep.
+    static let stateNotSaved = APIError("State file write failed")
 }

@@ -33,6 +33,8 @@ public struct DaemonOptions: Equatable, Sendable {
     public var keyPath: String?
     public var syslog = true
     public var stateFile: String?
+    /// Start from every record of a damaged state file that still checks (`--recover-state`).
+    public var recoverState = false
     /// Bound of the firewall's connection table, across every NIC (`--conntrack-max`).
     public var connectionCapacity = 1 << 20
     public var showVersion = false
@@ -73,6 +75,7 @@ public struct DaemonOptions: Equatable, Sendable {
         if command.flags.contains("packet-trace") { options.packetTrace = true }
         if command.flags.contains("no-offload") { options.offloads = false }
         if command.flags.contains("no-syslog") { options.syslog = false }
+        if command.flags.contains("recover-state") { options.recoverState = true }
         return options
     }
 
@@ -195,6 +198,8 @@ public struct DaemonOptions: Equatable, Sendable {
               --conntrack-max N     connections the firewall tracks, all NICs together
                                     [conntrack-max] (default 1048576; ~80 bytes each, used on demand)
               --state-file PATH     save the configuration here after each change, restore it at start [state-file]
+              --recover-state       start from every intact record of a damaged state file, setting
+                                    the damaged file aside (docs/OPERATIONS.md, State file)
               --no-syslog           log to stderr only
           -V, --version             print the version and exit
           -h, --help                print this help and exit
@@ -214,7 +219,9 @@ struct CommandLineValues {
         "key", "state-file", "trace-path", "underlay-if", "underlay-gw", "vtep-peer", "conntrack-max",
     ]
     static let flagOptions: [String: String] = ["t": "packet-trace", "V": "version", "h": "help"]
-    static let longFlags: Set<String> = ["packet-trace", "no-offload", "no-syslog", "version", "help"]
+    static let longFlags: Set<String> = [
+        "packet-trace", "no-offload", "no-syslog", "version", "help", "recover-state",
+    ]
 
     var orderedValues: [(String, String)] = []
     var values: [String: String] = [:]

@@ -11,21 +11,39 @@ import SwiftProtobuf
 /// API replies, so a change costs one small write whatever the size of the model.
 ///
 /// ```
-///  "butterfly-journal v1 generation=<G>\n"
-///  record: length (UInt32 LE) ‖ checksum (first 8 bytes of SHA-512 of payload) ‖ payload
+///  "butterfly-journal v2 generation=<G>\n"
+///  record: "BFJ2" ‖ length (UInt32 LE) ‖ checksum (first 8 bytes of SHA-512 of length ‖ payload) ‖ payload
 ///          payload = serialized proto.Messages holding the requests one API call applied
 /// ```
 ///
 /// A journal belongs to the snapshot of the same generation; an older one was already folded
-/// into the snapshot and is ignored. A torn last record (the daemon died inside `append`,
-/// before replying) is dropped; damage anywhere else is corruption.
+/// into the snapshot and is ignored.
+///
+/// Self-checking: the checksum covers the length as well as the payload, and every record
+/// starts with a marker, so a reader can tell a torn tail from damage. A record that does not
+/// check is a *torn tail* only when no valid record follows it (the daemon died inside
+/// `append`, before replying: the change was never acknowledged); otherwise acknowledged
+/// changes sit behind damage, and loading stops with the offset. `intactRecords` finds every
+/// record that still checks, for `--recover-state`.
+///
+/// A failed append (disk full, I/O error) is cut off again before the error is reported, so
+/// the next append never lands behind a partial record; when even that fails the journal is
+/// `broken` and the store starts a new generation before the next change.
 final class StateJournal {
     let path: String
     let generation: UInt64
     private var fd: Int32
     private(set) var bytes: Int
+    /// A failed append could not be cut off (or its fsync failed): nothing more may be
+    /// appended to this file.
+    private(set) var broken = false
 
-    static func header(_ generation: UInt64) -> String { "butterfly-journal v1 generation=\(generation)\n" }
+    static let marker: [UInt8] = Array("BFJ2".utf8)
+    static let recordHeaderSize = 16
+    /// No API request comes near this; a larger length is damage, never an allocation.
+    static let maximumRecordBytes = 1 << 28
+
+    static func header(_ generation: UInt64) -> String { "butterfly-journal v2 generation=\(generation)\n" }
 
     /// Starts a new, empty journal for `generation`, replacing any previous one.
     init(path: String, generation: UInt64) throws(StateStore.Failure) {
@@ -33,81 +51,150 @@ final class StateJournal {
         self.generation = generation
         let header = Array(Self.header(generation).utf8)
         try FileIO.writeAtomically(header, to: path)
-        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw FileIO.failure("cannot open \(path)") }
         bytes = header.count
     }
 
     deinit { close(fd) }
 
+    static func record(_ payload: [UInt8]) -> [UInt8] {
+        let length = withUnsafeBytes(of: UInt32(payload.count).littleEndian, Array.init)
+        return marker + length + checksum(length + payload) + payload
+    }
+
     func append(_ requests: Proto_Messages) throws(StateStore.Failure) {
+        guard !broken else { throw StateStore.Failure("journal \(path) is unusable after an earlier write failure") }
         let payload: [UInt8]
         do {
             payload = try requests.serializedBytes()
         } catch {
             throw StateStore.Failure("cannot encode a journal record: \(error)")
         }
-        var record = withUnsafeBytes(of: UInt32(payload.count).littleEndian, Array.init)
-        record += Self.checksum(payload)
-        record += payload
-        try FileIO.writeAll(fd, record, name: path)
-        guard fdatasync(fd) == 0 else { throw FileIO.failure("cannot fsync \(path)") }
+        let record = Self.record(payload)
+        do throws(StateStore.Failure) {
+            try FileIO.writeAll(fd, record, name: path)
+            guard fdatasync(fd) == 0 else { throw FileIO.failure("cannot fsync \(path)") }
+        } catch {
+            // Cut the partial record off, durably, so that what follows starts clean.
+            if ftruncate(fd, off_t(bytes)) != 0 || fdatasync(fd) != 0 { broken = true }
+            throw error
+        }
         bytes += record.count
     }
 
     struct Contents {
         var generation: UInt64
         var records: [Proto_Messages]
-        var tornTail: Bool
+        /// Where the dropped torn tail started, if there was one.
+        var tornTailOffset: Int?
     }
 
-    /// Reads a journal; `nil` when there is none.
+    /// Reads a journal; `nil` when there is none. Damage before the end throws.
     static func load(path: String) throws(StateStore.Failure) -> Contents? {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            if FileManager.default.fileExists(atPath: path) {
-                throw StateStore.Failure("journal \(path) is unreadable")
-            }
-            return nil
-        }
-        let bytes = [UInt8](data)
-        guard let newline = bytes.firstIndex(of: UInt8(ascii: "\n")),
-            let headerText = String(validating: bytes[..<newline], as: UTF8.self),
-            headerText.hasPrefix("butterfly-journal v1 generation="),
-            let generation = UInt64(headerText.dropFirst("butterfly-journal v1 generation=".count))
-        else { throw StateStore.Failure("journal \(path) is corrupt: bad header") }
-        var contents = Contents(generation: generation, records: [], tornTail: false)
-        var offset = newline + 1
+        guard let bytes = try FileIO.read(path, what: "journal") else { return nil }
+        let (generation, version, start) = try parseHeader(bytes, path: path)
+        var contents = Contents(generation: generation, records: [], tornTailOffset: nil)
+        var offset = start
         while offset < bytes.count {
-            let remaining = bytes.count - offset
-            guard remaining >= 12 else {
-                contents.tornTail = true
-                break
+            if let (record, next) = parseRecord(bytes, at: offset, version: version) {
+                contents.records.append(record)
+                offset = next
+                continue
             }
-            let length = bytes[offset..<offset + 4].reversed().reduce(0) { $0 << 8 | Int($1) }
-            guard remaining >= 12 + length else {
-                contents.tornTail = true
-                break
+            // Torn tail, or damage with acknowledged records behind it?
+            if version == 2, let behind = nextIntactRecord(bytes, after: offset) {
+                throw StateStore.Failure(
+                    "journal \(path) is corrupt at byte \(offset) (intact records follow at byte \(behind)). "
+                        + StateStore.recoveryAdvice
+                )
             }
-            let payload = Array(bytes[(offset + 12)..<(offset + 12 + length)])
-            let isLast = offset + 12 + length == bytes.count
-            guard Array(bytes[(offset + 4)..<(offset + 12)]) == checksum(payload),
-                let record = try? Proto_Messages(serializedBytes: payload)
-            else {
-                if isLast {
-                    contents.tornTail = true
-                    break
-                }
-                throw StateStore.Failure("journal \(path) is corrupt: bad record at byte \(offset)")
+            if version == 1, !isLastV1Record(bytes, at: offset) {
+                throw StateStore.Failure("journal \(path) is corrupt at byte \(offset). " + StateStore.recoveryAdvice)
             }
-            contents.records.append(record)
-            offset += 12 + length
+            contents.tornTailOffset = offset
+            break
         }
         return contents
     }
 
-    static func checksum(_ payload: [UInt8]) -> [UInt8] {
+    /// Every record that still checks, wherever it is (recovery), and whether anything was skipped.
+    static func intactRecords(path: String) throws(StateStore.Failure) -> (Contents, damaged: Bool)? {
+        guard let bytes = try FileIO.read(path, what: "journal") else { return nil }
+        guard let (generation, version, start) = try? parseHeader(bytes, path: path) else {
+            // Without a header the generation is unknown: nothing can be trusted to belong.
+            throw StateStore.Failure("journal \(path) has no readable header; set it aside by hand")
+        }
+        var contents = Contents(generation: generation, records: [], tornTailOffset: nil)
+        var damaged = false
+        var offset = start
+        while offset < bytes.count {
+            if let (record, next) = parseRecord(bytes, at: offset, version: version) {
+                contents.records.append(record)
+                offset = next
+            } else if version == 2, let behind = nextIntactRecord(bytes, after: offset) {
+                damaged = true
+                offset = behind
+            } else {
+                contents.tornTailOffset = offset
+                break
+            }
+        }
+        return (contents, damaged)
+    }
+
+    private static func parseHeader(_ bytes: [UInt8], path: String) throws(StateStore.Failure) -> (UInt64, Int, Int) {
+        guard let newline = bytes.prefix(128).firstIndex(of: UInt8(ascii: "\n")),
+            let text = String(validating: bytes[..<newline], as: UTF8.self)
+        else { throw StateStore.Failure("journal \(path) is corrupt: bad header. " + StateStore.recoveryAdvice) }
+        for version in [2, 1] {
+            let prefix = "butterfly-journal v\(version) generation="
+            if text.hasPrefix(prefix), let generation = UInt64(text.dropFirst(prefix.count)) {
+                return (generation, version, newline + 1)
+            }
+        }
+        throw StateStore.Failure("journal \(path) is corrupt: bad header. " + StateStore.recoveryAdvice)
+    }
+
+    /// The record at `offset` and the offset after it, or `nil` when it does not check.
+    private static func parseRecord(_ bytes: [UInt8], at offset: Int, version: Int) -> (Proto_Messages, Int)? {
+        let remaining = bytes.count - offset
+        let headerSize = version == 2 ? recordHeaderSize : 12
+        guard remaining >= headerSize else { return nil }
+        if version == 2 && !bytes[offset..<offset + 4].elementsEqual(marker) { return nil }
+        let lengthAt = version == 2 ? offset + 4 : offset
+        let lengthBytes = Array(bytes[lengthAt..<lengthAt + 4])
+        let length = lengthBytes.reversed().reduce(0) { $0 << 8 | Int($1) }
+        guard length <= maximumRecordBytes, remaining - headerSize >= length else { return nil }
+        let payload = Array(bytes[(offset + headerSize)..<(offset + headerSize + length)])
+        let expected = Array(bytes[(lengthAt + 4)..<(lengthAt + 12)])
+        guard expected == checksum(version == 2 ? lengthBytes + payload : payload),
+            let record = try? Proto_Messages(serializedBytes: payload)
+        else { return nil }
+        return (record, offset + headerSize + length)
+    }
+
+    /// The offset of the first record after `offset` that checks.
+    private static func nextIntactRecord(_ bytes: [UInt8], after offset: Int) -> Int? {
+        var candidate = offset + 1
+        while candidate + recordHeaderSize <= bytes.count {
+            if bytes[candidate] == marker[0], parseRecord(bytes, at: candidate, version: 2) != nil { return candidate }
+            candidate += 1
+        }
+        return nil
+    }
+
+    /// v1 records carry no marker and their checksum does not cover the length: a record that
+    /// fails is a torn tail only if its announced length runs to or past the end.
+    private static func isLastV1Record(_ bytes: [UInt8], at offset: Int) -> Bool {
+        guard bytes.count - offset >= 12 else { return true }
+        let length = bytes[offset..<offset + 4].reversed().reduce(0) { $0 << 8 | Int($1) }
+        return offset + 12 + length >= bytes.count
+    }
+
+    static func checksum(_ data: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 64)
-        _ = SHA512(payload, payload.count, &digest)
+        _ = SHA512(data, data.count, &digest)
         return Array(digest[0..<8])
     }
 }

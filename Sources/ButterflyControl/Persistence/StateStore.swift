@@ -1,4 +1,9 @@
 import ButterflyProtocol
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The optional state file (`--state-file PATH`): the model survives restarts.
 ///
@@ -10,18 +15,25 @@ import ButterflyProtocol
 ///
 /// ```
 ///  start:   snapshot(G) + journal(G) ─► replay ─► model ─► compact ─► snapshot(G+1), journal(G+1) empty
-///  change:  journal(G).append(requests); fsync; reply
+///  change:  journal(G).append(requests); fsync; reply        (failure: cut off, reply an error)
 ///  crash between the two writes of a compaction: snapshot(G+1) + stale journal(G) ─► journal ignored
 /// ```
 ///
-/// Anything unreadable or malformed stops the daemon with the reason; files are never silently
-/// replaced. Only a torn last journal record — a change that was never acknowledged — is
-/// dropped, with a warning.
+/// `record` either makes the change durable or throws, leaving the files as they were: the
+/// caller then rolls the change back (ControlPlane). Anything unreadable or damaged stops the
+/// daemon with the file, the offset and what to do; files are never silently replaced. Only a
+/// torn last journal record — a change that was never acknowledged — is dropped, and reported.
+/// `recover()` (`butterflyd --recover-state`) keeps every record that still checks and sets
+/// the damaged files aside.
 public final class StateStore {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
         init(_ description: String) { self.description = description }
     }
+
+    static let recoveryAdvice =
+        "To start with every intact record, run butterflyd once with --recover-state: the damaged file is set aside"
+        + " as <file>.damaged-<time> (docs/OPERATIONS.md, State file)."
 
     public let snapshot: StateFile
     public let journalPath: String
@@ -39,42 +51,93 @@ public final class StateStore {
 
     public var path: String { snapshot.path }
 
+    /// What `load` found.
+    public struct Loaded {
+        public var messages: [Proto_Message]
+        /// Offset of a dropped torn last journal record.
+        public var tornTailOffset: Int?
+        public var tornTail: Bool { tornTailOffset != nil }
+    }
+
     /// The requests to replay, in order: the snapshot's, then the journal's.
-    public func load() throws(Failure) -> (messages: [Proto_Message], tornTail: Bool) {
+    public func load() throws(Failure) -> Loaded {
         let saved = try snapshot.load()
         generation = saved?.generation ?? 0
-        var messages = saved?.messages.messages ?? []
-        var torn = false
+        var loaded = Loaded(messages: saved?.messages.messages ?? [], tornTailOffset: nil)
         if let journal = try StateJournal.load(path: journalPath) {
             if journal.generation == generation {
-                for record in journal.records { messages += record.messages }
-                torn = journal.tornTail
+                for record in journal.records { loaded.messages += record.messages }
+                loaded.tornTailOffset = journal.tornTailOffset
             } else if journal.generation > generation {
                 throw Failure(
-                    "journal \(journalPath) (generation \(journal.generation)) is newer than state file \(path) (generation \(generation))"
+                    "journal \(journalPath) (generation \(journal.generation)) is newer than state file \(path) (generation \(generation)). "
+                        + Self.recoveryAdvice
                 )
             }
         }
-        return (messages, torn)
+        return loaded
     }
 
-    /// Writes the next snapshot generation and starts its empty journal.
+    /// What `recover` kept and set aside.
+    public struct Recovered {
+        public var messages: [Proto_Message]
+        /// Where each damaged file was moved.
+        public var setAside: [String]
+    }
+
+    /// Every message that still checks, snapshot then journal; damaged files are renamed to
+    /// `<file>.damaged-<unix time>` (kept for inspection, never deleted).
+    public func recover() throws(Failure) -> Recovered {
+        var recovered = Recovered(messages: [], setAside: [])
+        let saved = try snapshot.intactMessages()
+        generation = saved?.generation ?? 0
+        recovered.messages = saved?.messages ?? []
+        if saved?.damaged == true { recovered.setAside.append(try setAside(path)) }
+        if let (journal, damaged) = try StateJournal.intactRecords(path: journalPath) {
+            // A journal newer than the snapshot means the snapshot it belongs to is lost: its
+            // records alone are still the best that is left.
+            if journal.generation >= generation {
+                for record in journal.records { recovered.messages += record.messages }
+            }
+            if damaged || journal.generation > generation { recovered.setAside.append(try setAside(journalPath)) }
+        }
+        return recovered
+    }
+
+    private func setAside(_ file: String) throws(Failure) -> String {
+        let target = "\(file).damaged-\(Int(Date().timeIntervalSince1970))"
+        guard rename(file, target) == 0 else { throw FileIO.failure("cannot move \(file) to \(target)") }
+        FileIO.syncDirectory(of: file)
+        return target
+    }
+
+    /// Writes the next snapshot generation and starts its empty journal. On failure the
+    /// previous snapshot and journal stay in force (a half-done compaction leaves the new
+    /// snapshot with no journal: the next change starts one).
     public func compact(_ model: Model) throws(Failure) {
+        let bytes = try snapshot.save(model, generation: generation + 1)
         generation += 1
-        snapshotBytes = try snapshot.save(model, generation: generation)
+        snapshotBytes = bytes
         journal = nil
         journal = try StateJournal(path: journalPath, generation: generation)
     }
 
-    /// Makes one API call's applied requests durable.
+    /// Makes one API call's applied requests durable, or throws and leaves the saved state as
+    /// it was. `model` already holds the changes.
     public func record(_ requests: [MessageV0.Request], model: Model) throws(Failure) {
-        guard let journal else {
+        guard let journal, !journal.broken else {
+            // No usable journal (first change, or an earlier failure): a whole new generation.
             try compact(model)
             return
         }
         try journal.append(Proto_Messages(requests: requests))
         if journal.bytes > max(minimumCompactionBytes, snapshotBytes) {
-            try compact(model)
+            // The change is already durable; a failed compaction only postpones the next one.
+            do throws(Failure) {
+                try compact(model)
+            } catch {
+                Log.error("state: cannot compact \(path), will retry: \(error)")
+            }
         }
     }
 }
