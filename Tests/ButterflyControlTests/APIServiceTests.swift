@@ -590,3 +590,266 @@ private let testKey = [UInt8](repeating: 0x5A, count: 32)
         #expect(service.controlPlane.requestCounter == 1)
     }
 }
+
+/// Issue 8: input the model must refuse. Each refusal carries the original's wording and a
+/// precise detail, changes neither the model nor the data plane, and the rest of the batch is
+/// processed as before.
+@Suite struct APIRefusedInputTests {
+    private struct Refusal {
+        var request: Proto_Message
+        var description: String
+        var detail: String
+    }
+
+    private static func nic(
+        _ id: String = "vm",
+        mac: String = "52:54:00:00:00:01",
+        ips: [String] = [],
+        groups: [String] = [],
+        type: MessageV0.Nic.TypeEnum = .vhostUserServer
+    ) -> MessageV0.Nic {
+        var nic = MessageV0.Nic()
+        nic.id = id
+        nic.mac = mac
+        nic.vni = 10
+        nic.ip = ips
+        nic.securityGroup = groups
+        nic.type = type
+        return nic
+    }
+
+    /// A `Nic` whose `type` is the raw value `raw`, as a newer or broken client would send it.
+    private static func nic(rawType: [UInt8]) throws -> MessageV0.Nic {
+        var bytes: [UInt8] = try nic("typed").serializedBytes()
+        bytes += rawType
+        return try MessageV0.Nic(serializedBytes: bytes)
+    }
+
+    private static func memberRule(_ group: String) -> MessageV0.Rule {
+        var rule = MessageV0.Rule()
+        rule.direction = .inbound
+        rule.protocol = -1
+        rule.securityGroup = group
+        return rule
+    }
+
+    private static let socketDirectoryPrefix = "/tmp/s/qemu-vhost-"
+    /// sun_path holds 108 bytes, the NUL included; `makeService` uses the socket directory /tmp/s.
+    private static let longestVhostID = 107 - socketDirectoryPrefix.utf8.count
+
+    private static func refusals() throws -> [Refusal] {
+        let badNIC = "Bad NIC format"
+        let badUpdate = "Bad Nic update format"
+        let badGroup = "Bad Security Group format"
+        func add(_ nic: MessageV0.Nic) -> Proto_Message { message { $0.nicAdd = nic } }
+        func update(_ fill: @escaping (inout MessageV0.NicUpdateReq) -> Void) -> Proto_Message {
+            message {
+                $0.nicUpdate.id = "vm"
+                fill(&$0.nicUpdate)
+            }
+        }
+        var refusals: [Refusal] = []
+        for (mac, what) in [
+            ("00:00:00:00:00:00", "is all zeros"),
+            ("ff:ff:ff:ff:ff:ff", "is the broadcast address"),
+            ("01:00:5e:00:00:01", "is a multicast address"),
+            ("33:33:00:00:00:01", "is a multicast address"),
+        ] {
+            refusals.append(
+                Refusal(request: add(nic("m", mac: mac)), description: badNIC, detail: "mac \(mac) \(what)")
+            )
+            refusals.append(
+                Refusal(request: update { $0.mac = mac }, description: badUpdate, detail: "mac \(mac) \(what)")
+            )
+        }
+        for (ip, what) in [
+            ("0.0.0.0", "is the unspecified address"),
+            ("::", "is the unspecified address"),
+            ("255.255.255.255", "is the broadcast address"),
+            ("224.0.0.1", "is a multicast address"),
+            ("239.255.255.250", "is a multicast address"),
+            ("ff02::1", "is a multicast address"),
+            ("127.0.0.1", "is a loopback address"),
+            ("::1", "is a loopback address"),
+        ] {
+            refusals.append(
+                Refusal(request: add(nic("i", ips: ["10.0.0.1", ip])), description: badNIC, detail: "ip \(ip) \(what)")
+            )
+            refusals.append(
+                Refusal(request: update { $0.ip = [ip] }, description: badUpdate, detail: "ip \(ip) \(what)")
+            )
+        }
+        let tooLong = String(repeating: "x", count: longestVhostID + 1)
+        refusals.append(
+            Refusal(request: add(nic(tooLong)), description: badNIC, detail: "at most \(longestVhostID) bytes")
+        )
+        refusals.append(
+            Refusal(
+                request: add(nic(tooLong, type: .vhostUserClient)),
+                description: badNIC,
+                detail: "at most \(longestVhostID) bytes"
+            )
+        )
+        for group in ["", "a\u{0}b"] {
+            let what = group.isEmpty ? "is empty" : "contains a NUL character"
+            refusals.append(
+                Refusal(
+                    request: add(nic("g", groups: ["web", group])),
+                    description: badNIC,
+                    detail: "security group id \(group.debugDescription) \(what)"
+                )
+            )
+            refusals.append(
+                Refusal(
+                    request: update { $0.securityGroup = ["web", group] },
+                    description: badUpdate,
+                    detail: "security group id \(group.debugDescription) \(what)"
+                )
+            )
+            refusals.append(
+                Refusal(
+                    request: message { $0.sgAdd.id = group },
+                    description: badGroup,
+                    detail: "security group id \(group.debugDescription) \(what)"
+                )
+            )
+            refusals.append(
+                Refusal(
+                    request: message {
+                        $0.sgAdd.id = "sg"
+                        $0.sgAdd.rule = [memberRule(group)]
+                    },
+                    description: badGroup,
+                    detail: "security_group \(group.debugDescription) \(what)"
+                )
+            )
+            refusals.append(
+                Refusal(
+                    request: message {
+                        $0.sgRuleAdd.sgID = "sg"
+                        $0.sgRuleAdd.rule = memberRule(group)
+                    },
+                    description: "Bad Security Group rule format",
+                    detail: "security_group \(group.debugDescription) \(what)"
+                )
+            )
+            refusals.append(
+                Refusal(
+                    request: message {
+                        $0.sgRuleAdd.sgID = group
+                        $0.sgRuleAdd.rule = memberRule("web")
+                    },
+                    description: badGroup,
+                    detail: "sg_id \(group.debugDescription) \(what)"
+                )
+            )
+            refusals.append(
+                Refusal(
+                    request: message {
+                        $0.sgMemberAdd.sgID = group
+                        $0.sgMemberAdd.member = "10.0.0.7"
+                    },
+                    description: badGroup,
+                    detail: "sg_id \(group.debugDescription) \(what)"
+                )
+            )
+        }
+        // Field 9 (type) as varint 99, as varint -1 (ten bytes), after a valid TAP, and as bytes.
+        for (raw, detail) in [
+            ([0x48, 99], "type 99 is not a NIC type"),
+            ([0x48] + [UInt8](repeating: 0xFF, count: 9) + [0x01], "type -1 is not a NIC type"),
+            ([0x48, 0x01, 0x48, 0x07], "type 7 is not a NIC type"),
+            ([0x4A, 0x01, 0x00], "type is not encoded as an enum"),
+        ] as [([UInt8], String)] {
+            refusals.append(Refusal(request: add(try nic(rawType: raw)), description: badNIC, detail: detail))
+        }
+        return refusals
+    }
+
+    @Test func eachRefusalLeavesModelAndDataplaneUnchangedAndTheBatchGoesOn() throws {
+        let published = PublishedSnapshots()
+        let service = makeService(published: published)
+        let refusals = try Self.refusals()
+        let first = Self.nic(ips: ["10.0.0.1"], groups: ["web"])
+        let reply = try send(
+            service,
+            [message { $0.nicAdd = first }] + refusals.map(\.request) + [
+                message {
+                    $0.sgMemberAdd.sgID = "web"
+                    $0.sgMemberAdd.member = "10.0.0.9"
+                }
+            ]
+        )
+        try #require(reply.messages.count == refusals.count + 2)
+        #expect(reply.messages[0].message0.response.status.status)
+        for (refusal, answer) in zip(refusals, reply.messages.dropFirst()) {
+            let status = answer.message0.response.status
+            let request = refusal.request.message0.request
+            #expect(!status.status, "accepted: \(request)")
+            #expect(status.error.description_p == refusal.description, "\(request)")
+            #expect(status.error.detail.contains(refusal.detail), "\(status.error.detail) for \(request)")
+        }
+        #expect(reply.messages.last?.message0.response.status.status == true)
+        let model = service.controlPlane.model
+        #expect(model.nics == ["vm": try NIC(proto: first)])
+        #expect(Array(model.securityGroups.keys) == ["web"])
+        // Published twice: the first nic_add and the last sg_member_add, nothing in between.
+        #expect(published.versions == [1, 2])
+    }
+
+    @Test func edgesThatStayValid() throws {
+        let service = makeService()
+        let accepted: [MessageV0.Nic] = [
+            // Locally administered unicast, and unicast with every other bit set.
+            Self.nic("la", mac: "02:00:00:00:00:01"),
+            Self.nic("high", mac: "fe:ff:ff:ff:ff:ff"),
+            Self.nic("low", mac: "00:00:00:00:00:01"),
+            Self.nic(
+                "ips",
+                ips: [
+                    "10.0.0.0", "0.0.0.1", "126.255.255.255", "128.0.0.1", "223.255.255.255", "240.0.0.1",
+                    "255.255.255.254", "192.168.1.255", "fe80::1", "fec0::1", "feff::1", "2001:db8::1", "::2",
+                    "::ffff:10.0.0.1",
+                ]
+            ),
+            Self.nic(String(repeating: "v", count: Self.longestVhostID)),
+            Self.nic(String(repeating: "c", count: Self.longestVhostID), type: .vhostUserClient),
+            // Only vhost-user NICs name a socket: a long BENCH id is fine.
+            Self.nic(String(repeating: "b", count: Self.longestVhostID + 20), type: .bench),
+            Self.nic("groups", groups: ["web", " ", "é"]),
+        ]
+        for nic in accepted {
+            let reply = try response(service, message { $0.nicAdd = nic })
+            #expect(reply.status.status, "\(nic.id): \(reply.status.error)")
+        }
+        let longest = String(repeating: "v", count: Self.longestVhostID)
+        let path = try response(service, message { $0.nicAdd = Self.nic(longest) }).nicAdd.path
+        #expect(path == Self.socketDirectoryPrefix + longest)
+        #expect(path.utf8.count == 107)
+        // A single "" still clears the NIC's groups (BUTTERFLY-COMPAT §2, NicUpdateReq).
+        let cleared = try response(
+            service,
+            message {
+                $0.nicUpdate.id = "groups"
+                $0.nicUpdate.securityGroup = [""]
+            }
+        )
+        #expect(cleared.status.status)
+        #expect(service.controlPlane.model.nics["groups"]?.securityGroups == [])
+        // Deleting from a group that cannot exist is still a no-op success, as for any missing group.
+        #expect(
+            try response(
+                service,
+                message {
+                    $0.sgMemberDel.sgID = ""
+                    $0.sgMemberDel.member = "10.0.0.1"
+                }
+            ).status.status
+        )
+        // Unknown fields other than type are ignored, as before.
+        var withExtra: [UInt8] = try Self.nic("extra").serializedBytes()
+        withExtra += [0xA0, 0x06, 0x01]  // field 100, varint 1
+        let extra = try MessageV0.Nic(serializedBytes: withExtra)
+        #expect(try response(service, message { $0.nicAdd = extra }).status.status)
+    }
+}

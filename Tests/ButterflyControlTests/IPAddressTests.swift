@@ -113,4 +113,36 @@ import Testing
             #expect(IPAddress(address.description) == address)
         }
     }
+
+    /// (address, unspecified, loopback, multicast, limited broadcast)
+    @Test(arguments: [
+        ("0.0.0.0", true, false, false, false),
+        ("::", true, false, false, false),
+        ("0.0.0.1", false, false, false, false),
+        ("127.0.0.1", false, true, false, false),
+        ("127.255.255.255", false, true, false, false),
+        ("126.255.255.255", false, false, false, false),
+        ("128.0.0.0", false, false, false, false),
+        ("::1", false, true, false, false),
+        ("::2", false, false, false, false),
+        ("::ffff:127.0.0.1", false, false, false, false),
+        ("224.0.0.0", false, false, true, false),
+        ("239.255.255.255", false, false, true, false),
+        ("223.255.255.255", false, false, false, false),
+        ("240.0.0.0", false, false, false, false),
+        ("ff00::", false, false, true, false),
+        ("ff02::1:ff00:1", false, false, true, false),
+        ("feff:ffff::", false, false, false, false),
+        ("fe80::1", false, false, false, false),
+        ("255.255.255.255", false, false, false, true),
+        ("255.255.255.254", false, false, false, false),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false, false, true, false),
+    ])
+    func addressClasses(_ text: String, unspecified: Bool, loopback: Bool, multicast: Bool, broadcast: Bool) throws {
+        let address = try #require(IPAddress(text))
+        #expect(address.isUnspecified == unspecified)
+        #expect(address.isLoopback == loopback)
+        #expect(address.isMulticast == multicast)
+        #expect(address.isLimitedBroadcast == broadcast)
+    }
 }

@@ -84,4 +84,10 @@ import Testing
         #expect(low < high)
         #expect(!(high < low))
     }
+
+    @Test func zero() throws {
+        #expect(try #require(MACAddress("00:00:00:00:00:00")).isZero)
+        #expect(!(try #require(MACAddress("00:00:00:00:00:01")).isZero))
+        #expect(!(try #require(MACAddress("01:00:00:00:00:00")).isZero))
+    }
 }

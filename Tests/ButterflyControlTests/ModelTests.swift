@@ -194,6 +194,160 @@ private func tcpRule(_ ports: ClosedRange<UInt16>, from cidr: String = "10.0.0.0
         }
     }
 
+    // MARK: Addresses and references a NIC may not have (issue 8)
+
+    /// The detail of the error `body` throws, after checking its description.
+    private func refusal(
+        _ description: String,
+        sourceLocation: SourceLocation = #_sourceLocation,
+        _ body: () throws(APIError) -> Void
+    ) -> String? {
+        do {
+            try body()
+            Issue.record("expected a refusal", sourceLocation: sourceLocation)
+            return nil
+        } catch {
+            #expect(error.description == description, sourceLocation: sourceLocation)
+            return error.detail
+        }
+    }
+
+    @Test(arguments: [
+        ("00:00:00:00:00:00", "is all zeros"),
+        ("ff:ff:ff:ff:ff:ff", "is the broadcast address"),
+        ("01:00:5e:00:00:01", "is a multicast address (group bit set)"),
+        ("33:33:ff:00:00:01", "is a multicast address (group bit set)"),
+        ("03:00:00:00:00:00", "is a multicast address (group bit set)"),
+    ])
+    func nicMACMustBeUnicast(_ text: String, _ why: String) throws {
+        var model = Model()
+        let expected = "mac \(text) \(why); a NIC's mac must be a unicast address"
+        #expect(
+            refusal("Bad NIC format") { () throws(APIError) in try model.addNIC(NIC(id: "n", mac: mac(text), vni: 1)) }
+                == expected
+        )
+        #expect(model.nics.isEmpty)
+        let nic = NIC(id: "n", mac: mac("52:54:00:00:00:01"), vni: 1)
+        try model.addNIC(nic)
+        #expect(
+            refusal("Bad Nic update format") { () throws(APIError) in
+                try model.updateNIC(id: "n", Model.NICUpdate(mac: mac(text)))
+            } == expected
+        )
+        #expect(model.nics == ["n": nic])
+    }
+
+    @Test func unicastMACsAreAccepted() throws {
+        // Locally administered, all bits but the group bit, the lowest non-zero.
+        for text in ["02:00:00:00:00:01", "fe:ff:ff:ff:ff:ff", "00:00:00:00:00:01", "52:54:00:12:34:56"] {
+            #expect(throws: Never.self) { try NIC(id: "n", mac: mac(text), vni: 1).validate() }
+        }
+    }
+
+    @Test(arguments: [
+        ("0.0.0.0", "is the unspecified address"),
+        ("::", "is the unspecified address"),
+        ("255.255.255.255", "is the broadcast address"),
+        ("224.0.0.1", "is a multicast address"),
+        ("239.1.2.3", "is a multicast address"),
+        ("ff02::1", "is a multicast address"),
+        ("ff0e::101", "is a multicast address"),
+        ("127.0.0.1", "is a loopback address"),
+        ("127.8.9.10", "is a loopback address"),
+        ("::1", "is a loopback address"),
+    ])
+    func nicAddressesMustBeUnicast(_ text: String, _ why: String) throws {
+        var model = Model()
+        let expected = "ip \(text) \(why); a NIC's ip must be a unicast address"
+        #expect(
+            refusal("Bad NIC format") { () throws(APIError) in
+                try model.addNIC(NIC(id: "n", mac: mac("52:54:00:00:00:01"), vni: 1, ips: [ip("10.0.0.1"), ip(text)]))
+            } == expected
+        )
+        #expect(model.nics.isEmpty)
+        let nic = NIC(id: "n", mac: mac("52:54:00:00:00:01"), vni: 1, ips: [ip("10.0.0.1")])
+        try model.addNIC(nic)
+        #expect(
+            refusal("Bad Nic update format") { () throws(APIError) in
+                try model.updateNIC(id: "n", Model.NICUpdate(ips: [ip(text)]))
+            } == expected
+        )
+        #expect(model.nics == ["n": nic])
+    }
+
+    @Test func unicastEdgeAddressesAreAccepted() throws {
+        let edges = [
+            "10.0.0.0", "0.0.0.1", "126.255.255.255", "128.0.0.0", "192.168.1.255", "223.255.255.255",
+            "240.0.0.1", "255.255.255.254", "fe80::1", "2001:db8::", "::2", "::ffff:10.0.0.1", "feff::1",
+        ]
+        #expect(throws: Never.self) {
+            try NIC(id: "n", mac: mac("52:54:00:00:00:01"), vni: 1, ips: edges.map(ip)).validate()
+        }
+    }
+
+    @Test func nicSecurityGroupIDsMustNameSomething() throws {
+        var model = Model()
+        let base = NIC(id: "n", mac: mac("52:54:00:00:00:01"), vni: 1, securityGroups: ["web"])
+        for (group, detail) in [
+            ("", #"security group id "" is empty"#),
+            ("a\u{0}b", #"security group id "a\0b" contains a NUL character"#),
+        ] {
+            var nic = base
+            nic.securityGroups = ["web", group]
+            #expect(refusal("Bad NIC format") { () throws(APIError) in try model.addNIC(nic) } == detail)
+        }
+        #expect(model.nics.isEmpty)
+        try model.addNIC(base)
+        #expect(
+            refusal("Bad Nic update format") { () throws(APIError) in
+                try model.updateNIC(id: "n", Model.NICUpdate(securityGroups: [""]))
+            } == #"security group id "" is empty"#
+        )
+        #expect(model.nics == ["n": base])
+        // Free strings otherwise (BUTTERFLY-COMPAT §4).
+        #expect(throws: Never.self) {
+            try model.updateNIC(id: "n", Model.NICUpdate(securityGroups: [" ", "a/b", "é", "tab\t"]))
+        }
+    }
+
+    @Test func vhostUserSocketPathMustFitASocketAddress() throws {
+        let directory = "/run/butterfly"  // "/run/butterfly/qemu-vhost-": 26 bytes, so ids up to 81
+        for kind in [NICKind.vhostUserServer, .vhostUserClient] {
+            let longest = NIC(id: String(repeating: "v", count: 81), mac: mac("52:54:00:00:00:01"), vni: 1, kind: kind)
+            let path = "\(directory)/qemu-vhost-\(longest.id)"
+            #expect(path.utf8.count == NIC.maxSocketPathLength)
+            #expect(throws: Never.self) { try longest.validate(path: path) }
+
+            var tooLong = longest
+            tooLong.id += "v"
+            let detail = refusal("Bad NIC format") { () throws(APIError) in
+                try tooLong.validate(path: "\(directory)/qemu-vhost-\(tooLong.id)")
+            }
+            #expect(
+                detail
+                    == "the vhost-user socket path would be 108 bytes, more than the 107 a unix socket address "
+                    + "holds: with this socket directory a vhost-user NIC id has at most 81 bytes"
+            )
+            // Bytes, not characters: 41 × "é" is 82 bytes.
+            var wide = longest
+            wide.id = String(repeating: "é", count: 41)
+            #expect(throws: APIError.self) { try wide.validate(path: "\(directory)/qemu-vhost-\(wide.id)") }
+        }
+        // A directory that leaves no room at all.
+        let deep = "/" + String(repeating: "d", count: 100)
+        let nic = NIC(id: "n", mac: mac("52:54:00:00:00:01"), vni: 1)
+        #expect(
+            refusal("Bad NIC format") { () throws(APIError) in try nic.validate(path: "\(deep)/qemu-vhost-n") }?
+                .hasSuffix("has at most 0 bytes") == true
+        )
+        // TAP and BENCH NICs name no socket.
+        #expect(throws: Never.self) {
+            try NIC(id: "t", mac: mac("52:54:00:00:00:01"), vni: 1, kind: .tap).validate(path: "t")
+            try NIC(id: String(repeating: "b", count: 200), mac: mac("52:54:00:00:00:01"), vni: 1, kind: .bench)
+                .validate(path: "")
+        }
+    }
+
     // MARK: Security groups
 
     @Test func addRuleCreatesTheGroup() throws {

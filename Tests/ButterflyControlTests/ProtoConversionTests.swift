@@ -274,6 +274,83 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
     }
 }
 
+/// Issue 8: a NIC type this daemon does not know is refused, not read as VHOST_USER_SERVER.
+@Suite struct NICTypeDecodingTests {
+    /// A `Nic` decoded from a valid one followed by `extra` raw wire bytes.
+    private func nic(appending extra: [UInt8]) throws -> MessageV0.Nic {
+        let valid: [UInt8] = try nicProto().serializedBytes()
+        return try MessageV0.Nic(serializedBytes: valid + extra)
+    }
+
+    @Test func swiftProtobufKeepsAnUnknownEnumValueAmongUnknownFields() throws {
+        let decoded = try nic(appending: [0x48, 99])  // field 9, VARINT, 99
+        #expect(!decoded.hasType)
+        #expect(decoded.type == .vhostUserServer)  // what made it a vhost-user NIC
+        #expect(Array(decoded.unknownFields.data) == [0x48, 99])
+    }
+
+    @Test(
+        arguments: [
+            ([0x48, 99], "type 99 is not a NIC type (0 VHOST_USER_SERVER, 1 TAP, 2 BENCH, 3 VHOST_USER_CLIENT)"),
+            ([0x48, 0x04], "type 4 is not a NIC type (0 VHOST_USER_SERVER, 1 TAP, 2 BENCH, 3 VHOST_USER_CLIENT)"),
+            (
+                [0x48] + [UInt8](repeating: 0xFF, count: 9) + [0x01],
+                "type -1 is not a NIC type (0 VHOST_USER_SERVER, 1 TAP, 2 BENCH, 3 VHOST_USER_CLIENT)"
+            ),
+            // A known value, then an unknown one: the last value wins in protobuf, so this is not TAP.
+            (
+                [0x48, 0x01, 0x48, 0x63],
+                "type 99 is not a NIC type (0 VHOST_USER_SERVER, 1 TAP, 2 BENCH, 3 VHOST_USER_CLIENT)"
+            ),
+            ([0x4A, 0x01, 0x01], "type is not encoded as an enum (varint)"),
+            ([0x4D, 0x01, 0x00, 0x00, 0x00], "type is not encoded as an enum (varint)"),
+        ] as [([UInt8], String)]
+    )
+    func unknownTypeIsRefused(_ extra: [UInt8], _ detail: String) throws {
+        let proto = try nic(appending: extra)
+        let error = apiError { () throws(APIError) in try NIC(proto: proto) }
+        #expect(error == APIError("Bad NIC format", detail: detail))
+    }
+
+    @Test func otherUnknownFieldsAreIgnored() throws {
+        // Field 100 VARINT, field 101 LEN "x", field 102 as a group holding a field 9.
+        let decoded = try nic(appending: [0xA0, 0x06, 0x01, 0xAA, 0x06, 0x01, 0x78, 0xB3, 0x06, 0x48, 99, 0xB4, 0x06])
+        #expect(!decoded.unknownFields.data.isEmpty)
+        #expect(try NIC(proto: decoded).kind == .vhostUserServer)
+    }
+
+    @Test func knownTypesStillDecode() throws {
+        var tap = nicProto()
+        tap.type = .tap
+        let bytes: [UInt8] = try tap.serializedBytes()
+        #expect(try NIC(proto: MessageV0.Nic(serializedBytes: bytes)).kind == .tap)
+        #expect(try NIC(proto: try nic(appending: [0x48, 0x03])).kind == .vhostUserClient)
+    }
+
+    @Test func wireFields() {
+        typealias Field = ProtobufWire.Field
+        #expect(ProtobufWire.fields([]) == [])
+        #expect(
+            ProtobufWire.fields([0x08, 0x96, 0x01, 0x12, 0x02, 0x61, 0x62, 0x19] + [UInt8](repeating: 0, count: 8))
+                == [Field(number: 1, varint: 150), Field(number: 2, varint: nil), Field(number: 3, varint: nil)]
+        )
+        #expect(ProtobufWire.fields([0x25, 1, 2, 3, 4]) == [Field(number: 4, varint: nil)])
+        // A group is one field; what it holds is not top-level.
+        #expect(
+            ProtobufWire.fields([0x0B, 0x48, 0x01, 0x0C, 0x48, 0x02])
+                == [Field(number: 1, varint: nil), Field(number: 9, varint: 2)]
+        )
+        // Malformed: truncated varint, length past the end, fixed past the end, stray end of
+        // group, unclosed group, wire types 6 and 7, a varint of eleven bytes.
+        for bad: [UInt8] in [
+            [0x08], [0x08, 0x80], [0x12, 0x05, 0x61], [0x19, 0x00], [0x0C], [0x0B], [0x0E], [0x0F],
+            [0x08] + [UInt8](repeating: 0x80, count: 10) + [0x01],
+        ] {
+            #expect(ProtobufWire.fields(bad) == nil, "\(bad)")
+        }
+    }
+}
+
 @Suite struct NICUpdateProtoConversionTests {
     private func update(_ fill: (inout MessageV0.NicUpdateReq) -> Void) throws(APIError) -> Model.NICUpdate {
         var proto = MessageV0.NicUpdateReq()
@@ -437,6 +514,20 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
         #expect(error(ruleProto(protocol: 1, securityGroup: ""))?.description == "Bad Security Group rule format")
     }
 
+    @Test func securityGroupPeerMustNameAGroup() {
+        #expect(
+            error(ruleProto(protocol: 1, securityGroup: ""))
+                == APIError("Bad Security Group rule format", detail: #"security_group "" is empty"#)
+        )
+        #expect(
+            error(ruleProto(protocol: 1, securityGroup: "sg\u{0}"))
+                == APIError(
+                    "Bad Security Group rule format",
+                    detail: #"security_group "sg\0" contains a NUL character"#
+                )
+        )
+    }
+
     @Test func securityGroupPeer() throws {
         let rule = try FirewallRule(proto: ruleProto(direction: .outbound, protocol: 42, securityGroup: "sg-2"))
         #expect(rule.peer == .members(ofSecurityGroup: "sg-2"))
@@ -536,5 +627,31 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
         proto.id = "sg"
         proto.member = ["10.0.0.300"]
         #expect(apiError { () throws(APIError) in try SecurityGroup(proto: proto) }?.description == "Bad IP format")
+    }
+
+    @Test func groupIDMustNameSomething() throws {
+        for (id, detail) in [
+            ("", #"security group id "" is empty"#),
+            ("\u{0}", #"security group id "\0" contains a NUL character"#),
+            ("web\u{0}x", #"security group id "web\0x" contains a NUL character"#),
+        ] {
+            var proto = MessageV0.Sg()
+            proto.id = id
+            #expect(
+                apiError { () throws(APIError) in try SecurityGroup(proto: proto) }
+                    == APIError("Bad Security Group format", detail: detail)
+            )
+            #expect(
+                apiError { () throws(APIError) in try SecurityGroup.id(sgID: id) }
+                    == APIError(
+                        "Bad Security Group format",
+                        detail: "sg_id " + detail.dropFirst("security group id ".count)
+                    )
+            )
+        }
+        var proto = MessageV0.Sg()
+        proto.id = " "
+        #expect(try SecurityGroup(proto: proto).id == " ")
+        #expect(try SecurityGroup.id(sgID: "é/x") == "é/x")
     }
 }

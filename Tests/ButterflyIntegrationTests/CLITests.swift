@@ -182,6 +182,30 @@ struct CLITests {
         #expect(bad.stderr.hasPrefix("error in response\ndescription: Bad NIC format\ndetail: "), "\(bad)")
     }
 
+    /// Issue 8: input the model refuses reaches the user with the original wording and the detail.
+    @Test func refusedAddressesAndGroupIDs() throws {
+        let multicast = try daemon.cli("nic add --id m --mac 33:33:00:00:00:01 --vni 1")
+        #expect(multicast.status == 1)
+        #expect(
+            multicast.stderr
+                == "error in response\ndescription: Bad NIC format\ndetail: mac 33:33:00:00:00:01 is a multicast "
+                + "address (group bit set); a NIC's mac must be a unicast address\n",
+            "\(multicast)"
+        )
+        let broadcast = try daemon.cli("nic add --id b --mac 52:54:00:00:00:01 --vni 1 --ip 255.255.255.255")
+        #expect(broadcast.status == 1)
+        #expect(
+            broadcast.stderr.hasSuffix(
+                "detail: ip 255.255.255.255 is the broadcast address; a NIC's ip must be a unicast address\n"
+            )
+        )
+        let emptyGroup = try daemon.cli(["sg", "add", ""])
+        #expect(emptyGroup.status == 1)
+        #expect(emptyGroup.stderr.contains("description: Bad Security Group format\n"), "\(emptyGroup)")
+        #expect(try daemon.cli("nic list").stdout == "")
+        #expect(try daemon.cli("sg list").stdout == "")
+    }
+
     @Test func chaining() throws {
         let ok = try daemon.cli(
             "nic add --id a --mac 52:54:00:00:00:0a --vni 1 + nic add --id b --mac 52:54:00:00:00:0b --vni 1 + nic list"

@@ -36,6 +36,7 @@ extension APIService {
             let nic: NIC
             do {
                 nic = try NIC(proto: request.nicAdd)
+                try nic.validate(path: control.reconciler.path(for: nic))
             } catch {
                 throw .badNIC(error.detail ?? error.description)
             }
@@ -109,16 +110,18 @@ extension APIService {
         } else if request.hasSgList {
             response.sgList = control.model.securityGroups.keys.sorted()
         } else if request.hasSgRuleAdd {
+            let id = try SecurityGroup.id(sgID: request.sgRuleAdd.sgID)
             let rule = try FirewallRule(proto: request.sgRuleAdd.rule)
-            try control.mutate { model in model.addRule(rule, toSecurityGroup: request.sgRuleAdd.sgID) }
+            try control.mutate { model in model.addRule(rule, toSecurityGroup: id) }
         } else if request.hasSgRuleDel {
             let rule = try FirewallRule(proto: request.sgRuleDel.rule)
             try control.mutate { model in model.deleteRule(rule, fromSecurityGroup: request.sgRuleDel.sgID) }
         } else if request.hasSgRuleList {
             response.sgRuleList = try control.model.securityGroup(id: request.sgRuleList).rules.map(\.proto)
         } else if request.hasSgMemberAdd {
+            let id = try SecurityGroup.id(sgID: request.sgMemberAdd.sgID)
             let address = try Self.parseMember(request.sgMemberAdd.member)
-            try control.mutate { model in model.addMember(address, toSecurityGroup: request.sgMemberAdd.sgID) }
+            try control.mutate { model in model.addMember(address, toSecurityGroup: id) }
         } else if request.hasSgMemberDel {
             let address = try Self.parseMember(request.sgMemberDel.member)
             try control.mutate { model in model.deleteMember(address, fromSecurityGroup: request.sgMemberDel.sgID) }

@@ -5,7 +5,21 @@ import ButterflyProtocol
 // validates and throws `APIError` with the original wording; encoding is total.
 
 extension NIC {
+    /// `Nic.type`'s field number (message_0.proto).
+    static let typeFieldNumber: UInt64 = 9
+
     init(proto: MessageV0.Nic) throws(APIError) {
+        // proto2 enums are closed: swift-protobuf keeps a value it does not know among the
+        // unknown fields and leaves `type` unset, which reads as VHOST_USER_SERVER. Refuse it
+        // instead of creating a NIC of another kind than the one asked for.
+        for field in ProtobufWire.fields(Array(proto.unknownFields.data)) ?? []
+        where field.number == Self.typeFieldNumber {
+            guard let value = field.varint else { throw .badNIC("type is not encoded as an enum (varint)") }
+            throw .badNIC(
+                "type \(Int32(truncatingIfNeeded: value)) is not a NIC type "
+                    + "(0 VHOST_USER_SERVER, 1 TAP, 2 BENCH, 3 VHOST_USER_CLIENT)"
+            )
+        }
         guard let mac = MACAddress(proto.mac) else {
             throw .badNIC("mac '\(proto.mac)' is not of the form xx:xx:xx:xx:xx:xx")
         }
@@ -177,7 +191,9 @@ extension FirewallRule {
             }
             peer = .cidr(address, prefixLength: UInt8(proto.cidr.maskSize))
         case (false, true):
-            guard !proto.securityGroup.isEmpty else { throw .badRule("security_group is empty") }
+            if let problem = Model.problem(ofSecurityGroupID: proto.securityGroup) {
+                throw .badRule("security_group \(proto.securityGroup.debugDescription) \(problem)")
+            }
             peer = .members(ofSecurityGroup: proto.securityGroup)
         case (true, true):
             throw .badRule("a rule has either a cidr or a security_group, not both")
@@ -213,12 +229,29 @@ extension FirewallRule {
 
 extension SecurityGroup {
     init(proto: MessageV0.Sg) throws(APIError) {
-        self.init(id: proto.id)
+        self.init(id: try Self.id(proto.id))
         for rule in proto.rule { rules.append(try FirewallRule(proto: rule)) }
         for member in proto.member {
             guard let ip = IPAddress(member) else { throw .badIP("member '\(member)' is not an IP address") }
             members.append(ip)
         }
+    }
+
+    /// The id of a group `sg_add` creates.
+    static func id(_ id: String) throws(APIError) -> String {
+        if let problem = Model.problem(ofSecurityGroupID: id) {
+            throw .badSecurityGroup("security group id \(id.debugDescription) \(problem)")
+        }
+        return id
+    }
+
+    /// The `sg_id` of a request that may create the group (`sg_rule_add`, `sg_member_add`).
+    /// Deletes keep accepting any id: a group that cannot exist is simply not there.
+    static func id(sgID id: String) throws(APIError) -> String {
+        if let problem = Model.problem(ofSecurityGroupID: id) {
+            throw .badSecurityGroup("sg_id \(id.debugDescription) \(problem)")
+        }
+        return id
     }
 
     var proto: MessageV0.Sg {
@@ -227,5 +260,63 @@ extension SecurityGroup {
         out.member = members.map(\.description)
         out.rule = rules.map(\.proto)
         return out
+    }
+}
+
+/// A reader of protobuf wire format (protobuf.dev, "Encoding"), just enough to look into the
+/// unknown fields swift-protobuf keeps as raw bytes.
+enum ProtobufWire {
+    /// A top-level field: its number and, when its wire type is VARINT, its value.
+    struct Field: Equatable {
+        var number: UInt64
+        var varint: UInt64?
+    }
+
+    /// The top-level fields of `bytes` in order (the content of groups is skipped), or `nil`
+    /// when the bytes are not well-formed wire format.
+    static func fields(_ bytes: [UInt8]) -> [Field]? {
+        var index = 0
+        func readVarint() -> UInt64? {
+            var value: UInt64 = 0
+            // At most ten bytes: 64 bits in 7-bit groups.
+            for shift in stride(from: UInt64(0), to: 70, by: 7) {
+                guard index < bytes.count else { return nil }
+                let byte = bytes[index]
+                index += 1
+                value |= UInt64(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return value }
+            }
+            return nil
+        }
+        var fields: [Field] = []
+        var groupDepth = 0
+        while index < bytes.count {
+            guard let tag = readVarint() else { return nil }
+            let outermost = groupDepth == 0
+            var value: UInt64?
+            switch tag & 7 {
+            case 0:  // VARINT
+                guard let varint = readVarint() else { return nil }
+                value = varint
+            case 1:  // I64
+                index += 8
+            case 2:  // LEN
+                guard let length = readVarint(), length <= UInt64(bytes.count - index) else { return nil }
+                index += Int(length)
+            case 3:  // SGROUP: the group itself is a field; what it holds is not top-level
+                groupDepth += 1
+            case 4:  // EGROUP
+                guard groupDepth > 0 else { return nil }
+                groupDepth -= 1
+                continue
+            case 5:  // I32
+                index += 4
+            default:
+                return nil
+            }
+            guard index <= bytes.count else { return nil }
+            if outermost { fields.append(Field(number: tag >> 3, varint: value)) }
+        }
+        return groupDepth == 0 ? fields : nil
     }
 }

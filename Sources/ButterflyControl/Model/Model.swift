@@ -137,3 +137,15 @@ public enum ModelChange: Equatable, Sendable {
     case nic(String)
     case securityGroup(String)
 }
+
+extension Model {
+    /// Why `id` cannot name a security group, or `nil` when it can. Ids are free strings
+    /// (BUTTERFLY-COMPAT §4), but an empty one cannot be told from "no group" (a single `""`
+    /// clears a NIC's list in `nic_update`), and a NUL cuts the id short wherever it meets C
+    /// (syslog, the original's tools).
+    static func problem(ofSecurityGroupID id: String) -> String? {
+        if id.isEmpty { return "is empty" }
+        if id.utf8.contains(0) { return "contains a NUL character" }
+        return nil
+    }
+}

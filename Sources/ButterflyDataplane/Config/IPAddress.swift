@@ -30,6 +30,33 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public var isIPv4: Bool { if case .v4 = self { true } else { false } }
 
+    /// `0.0.0.0` or `::` (RFC 1122 §3.2.1.3, RFC 4291 §2.5.2): "no address yet".
+    public var isUnspecified: Bool {
+        switch self {
+        case .v4(let value): value == 0
+        case .v6(let high, let low): high == 0 && low == 0
+        }
+    }
+
+    /// `127.0.0.0/8` or `::1` (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3).
+    public var isLoopback: Bool {
+        switch self {
+        case .v4(let value): value >> 24 == 127
+        case .v6(let high, let low): high == 0 && low == 1
+        }
+    }
+
+    /// `224.0.0.0/4` or `ff00::/8` (RFC 5771, RFC 4291 §2.7).
+    public var isMulticast: Bool {
+        switch self {
+        case .v4(let value): value >> 28 == 0xE
+        case .v6(let high, _): high >> 56 == 0xFF
+        }
+    }
+
+    /// `255.255.255.255`, the IPv4 limited broadcast (RFC 919 §7). IPv6 has no broadcast.
+    public var isLimitedBroadcast: Bool { self == .v4(0xFFFF_FFFF) }
+
     /// The prefix length of a whole address: 32 or 128.
     public var bitWidth: Int { isIPv4 ? 32 : 128 }
 

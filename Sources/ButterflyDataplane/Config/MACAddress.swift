@@ -33,6 +33,8 @@ public struct MACAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
 
     public var isMulticast: Bool { (value >> 40) & 1 == 1 }
     public var isBroadcast: Bool { value == Self.broadcast.value }
+    /// `00:00:00:00:00:00`: unicast by its group bit, but no interface's address.
+    public var isZero: Bool { value == 0 }
 
     /// The six octets in transmission order.
     public var octets: [UInt8] { (0..<6).map { UInt8(truncatingIfNeeded: value >> (40 - 8 * $0)) } }
