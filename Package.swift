@@ -100,7 +100,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ButterflyPortsTests",
-            dependencies: ["ButterflyPorts", "ButterflyPacket", "ButterflyDataplane"]
+            dependencies: ["ButterflyPorts", "ButterflyPacket", "ButterflyDataplane", "CButterflyLinux"]
         ),
         .testTarget(
             name: "ButterflyCLITests",

@@ -1,0 +1,135 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A guest's memory as the front-end described it (SET_MEM_TABLE): up to 8 regions, each
+/// mapped `MAP_SHARED` from the file descriptor that came with it (memfd or hugetlbfs).
+///
+/// ```
+///  region i:  guest physical [gpa, gpa+size)  ── front-end VA [uva, uva+size)
+///             fd ─ mmap(0, mmap_offset+size) ─ host pointer = base + mmap_offset
+/// ```
+///
+/// Descriptors carry guest-physical addresses; ring addresses (SET_VRING_ADDR) are front-end
+/// virtual addresses. Both translate here, and only a range that lies entirely inside one
+/// region translates: everything else is `nil`, the caller's cue that the guest is hostile.
+public final class GuestMemory {
+    public static let maximumRegions = 8
+
+    public struct RegionDescription: Equatable, Sendable {
+        public var guestPhysical: UInt64
+        public var size: UInt64
+        public var userAddress: UInt64
+        public var mmapOffset: UInt64
+
+        public init(guestPhysical: UInt64, size: UInt64, userAddress: UInt64, mmapOffset: UInt64) {
+            self.guestPhysical = guestPhysical
+            self.size = size
+            self.userAddress = userAddress
+            self.mmapOffset = mmapOffset
+        }
+    }
+
+    struct Region {
+        var guestPhysical: UInt64
+        var userAddress: UInt64
+        var size: UInt64
+        /// Host address of guest-physical `guestPhysical`.
+        var host: UnsafeMutableRawPointer
+        /// What munmap needs.
+        var mapping: UnsafeMutableRawPointer
+        var mappingLength: Int
+    }
+
+    let regions: [Region]
+
+    /// Maps `descriptions` from `fds` (one each, same order). Closes every fd, mapped or not;
+    /// on any error nothing stays mapped.
+    public init(_ descriptions: [RegionDescription], fds: [Int32]) throws(VhostUserError) {
+        defer { for fd in fds { close(fd) } }
+        guard descriptions.count == fds.count else {
+            throw .badDescriptors(request: VhostUserRequest.setMemTable, expected: descriptions.count, got: fds.count)
+        }
+        guard (1...Self.maximumRegions).contains(descriptions.count) else {
+            throw .badMemory("\(descriptions.count) regions")
+        }
+        for (index, region) in descriptions.enumerated() {
+            guard region.size > 0 else { throw .badMemory("region \(index) is empty") }
+            // No range may wrap around, nor be larger than the address space can map.
+            let (physicalEnd, overflowsPhysical) = region.guestPhysical.addingReportingOverflow(region.size)
+            let (userEnd, overflowsUser) = region.userAddress.addingReportingOverflow(region.size)
+            let (mapped, overflowsMapping) = region.mmapOffset.addingReportingOverflow(region.size)
+            guard !overflowsPhysical, !overflowsUser, !overflowsMapping, mapped <= UInt64(Int.max) else {
+                throw .badMemory("region \(index) wraps around")
+            }
+            for other in descriptions[..<index] {
+                let otherPhysicalEnd = other.guestPhysical &+ other.size
+                let otherUserEnd = other.userAddress &+ other.size
+                if region.guestPhysical < otherPhysicalEnd && other.guestPhysical < physicalEnd {
+                    throw .badMemory("region \(index) overlaps another in guest-physical space")
+                }
+                if region.userAddress < otherUserEnd && other.userAddress < userEnd {
+                    throw .badMemory("region \(index) overlaps another in front-end address space")
+                }
+            }
+        }
+        var mapped: [Region] = []
+        for (index, region) in descriptions.enumerated() {
+            let length = Int(region.mmapOffset + region.size)
+            // The file must hold the whole range: a mapping past its end faults (SIGBUS) on access.
+            var status = stat()
+            guard fstat(fds[index], &status) == 0 else {
+                Self.unmap(mapped)
+                throw .badMemory("region \(index): its descriptor cannot be examined")
+            }
+            let isRegular = status.st_mode & S_IFMT == S_IFREG
+            guard isRegular, status.st_size >= length else {
+                Self.unmap(mapped)
+                throw .badMemory("region \(index): its file is not a regular file of at least \(length) bytes")
+            }
+            let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fds[index], 0)
+            guard let pointer, pointer != MAP_FAILED else {
+                Self.unmap(mapped)
+                throw .badMemory("region \(index): mmap of \(length) bytes failed: \(String(cString: strerror(errno)))")
+            }
+            mapped.append(
+                Region(
+                    guestPhysical: region.guestPhysical,
+                    userAddress: region.userAddress,
+                    size: region.size,
+                    host: pointer + Int(region.mmapOffset),
+                    mapping: pointer,
+                    mappingLength: length
+                )
+            )
+        }
+        regions = mapped
+    }
+
+    deinit { Self.unmap(regions) }
+
+    private static func unmap(_ regions: [Region]) {
+        for region in regions { munmap(region.mapping, region.mappingLength) }
+    }
+
+    /// The host address of guest-physical `[address, address + length)`, or `nil` unless the
+    /// whole range is inside one region.
+    public func translate(guestPhysical address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
+        for region in regions where address >= region.guestPhysical {
+            let offset = address &- region.guestPhysical
+            guard offset < region.size, length <= region.size &- offset else { continue }
+            return region.host + Int(offset)
+        }
+        return nil
+    }
+
+    /// The host address of front-end virtual `[address, address + length)` (ring addresses).
+    public func translate(userAddress address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
+        for region in regions where address >= region.userAddress {
+            let offset = address &- region.userAddress
+            guard offset < region.size, length <= region.size &- offset else { continue }
+            return region.host + Int(offset)
+        }
+        return nil
+    }
+}
