@@ -16,4 +16,11 @@ ssize_t cbutterfly_recv_with_fds(int socket, void *buffer, size_t length, int *f
 /// sendmsg(2) of `length` bytes with `fd_count` descriptors (0…CBUTTERFLY_VHOST_MAX_FDS).
 /// Returns the byte count or -1 with errno.
 ssize_t cbutterfly_send_with_fds(int socket, const void *buffer, size_t length, const int *fds, int fd_count);
+
+/// Memory ordering against a guest sharing the rings (VIRTIO 1.1 §2.6.13: read the index,
+/// then the entries; write the entries, then the index). Inline fences, not calls.
+static inline void cbutterfly_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void cbutterfly_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+/// Orders the used index store before the read of the guest's event index (a full fence).
+static inline void cbutterfly_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 #endif

@@ -1,0 +1,336 @@
+import CButterflyLinux
+
+/// The back-end side of one split virtqueue (VIRTIO 1.1 §2.6) in guest memory.
+///
+/// ```
+///  descriptor table  [addr u64 | len u32 | flags u16 | next u16] × size
+///  available ring    flags u16 | idx u16 | ring[size] u16 | used_event u16     (guest writes)
+///  used ring         flags u16 | idx u16 | ring[size] {id u32, len u32} | avail_event u16 (we write)
+/// ```
+///
+/// The guest is untrusted and shares this memory while we read it. Every descriptor is read
+/// once into locals before it is checked and used; every address and length is translated
+/// through `GuestMemory`, which refuses anything outside one region; a chain may visit at most
+/// `size` descriptors (the table's own size: more means a loop), an indirect table at most its
+/// own length, and indirect tables do not nest. A chain that breaks a rule is returned to the
+/// guest as used with length 0 and counted by the caller; the queue goes on.
+public struct Virtqueue {
+    public static let flagNext: UInt16 = 1
+    public static let flagWrite: UInt16 = 2
+    public static let flagIndirect: UInt16 = 4
+    /// Used ring flag: the device asks not to be kicked; available ring flag: no interrupt.
+    public static let usedFlagNoNotify: UInt16 = 1
+    public static let availableFlagNoInterrupt: UInt16 = 1
+
+    public enum ChainError: Error, Equatable {
+        case headOutOfRange
+        case descriptorOutOfRange
+        case loop
+        case outsideMemory
+        case wrongDirection
+        case badIndirect
+        /// The frame does not fit where it goes (a receive buffer too small, a frame too long).
+        case tooLong
+    }
+
+    public let size: UInt16
+    let descriptors: UnsafeMutableRawPointer
+    let available: UnsafeMutableRawPointer
+    let used: UnsafeMutableRawPointer
+    /// Kept alive while the queue uses it (a new memory table maps a new one; this one is
+    /// unmapped when the last queue using it lets go).
+    let memory: GuestMemory
+    let indirectAllowed: Bool
+    let eventIndex: Bool
+    /// Next available entry to take, and next used entry to fill.
+    public private(set) var lastAvailable: UInt16
+    public private(set) var nextUsed: UInt16
+    /// Used index last published (for EVENT_IDX's "crossed the guest's event" test).
+    private var publishedUsed: UInt16
+
+    public init(
+        size: UInt16,
+        descriptors: UnsafeMutableRawPointer,
+        available: UnsafeMutableRawPointer,
+        used: UnsafeMutableRawPointer,
+        memory: GuestMemory,
+        base: UInt16,
+        indirectAllowed: Bool,
+        eventIndex: Bool
+    ) {
+        precondition(size > 0 && size & (size &- 1) == 0)
+        self.size = size
+        self.descriptors = descriptors
+        self.available = available
+        self.used = used
+        self.memory = memory
+        self.indirectAllowed = indirectAllowed
+        self.eventIndex = eventIndex
+        lastAvailable = base
+        // The used index continues from what the guest last saw.
+        nextUsed = UInt16(littleEndian: used.load(fromByteOffset: 2, as: UInt16.self))
+        publishedUsed = nextUsed
+    }
+
+    // MARK: Available side
+
+    /// Chains the guest made available that we have not taken; a guest claiming more than the
+    /// ring holds is broken (`nil`).
+    public func pending() -> UInt16? {
+        let index = UInt16(littleEndian: available.load(fromByteOffset: 2, as: UInt16.self))
+        // Entries are read after the index (§2.6.13.4 on the driver side).
+        cbutterfly_fence_acquire()
+        let count = index &- lastAvailable
+        return count <= size ? count : nil
+    }
+
+    /// Takes the next available chain's head (the caller checked `pending() > 0`).
+    public mutating func takeHead() -> UInt16 {
+        let slot = Int(lastAvailable & (size &- 1))
+        lastAvailable &+= 1
+        return UInt16(littleEndian: available.load(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
+    }
+
+    /// Gives back the last `count` heads taken (a receive that found no room for a frame).
+    mutating func untake(_ count: UInt16) { lastAvailable &-= count }
+
+    // MARK: Chains
+
+    /// Walks chain `head`, calling `visit(pointer, length)` for each buffer in order, after
+    /// checking that its direction is `writable` and that it lies in guest memory.
+    @inline(__always)
+    func walk(
+        _ head: UInt16,
+        writable: Bool,
+        _ visit: (UnsafeMutableRawPointer, Int) throws(ChainError) -> Void
+    ) throws(ChainError) {
+        guard head < size else { throw .headOutOfRange }
+        var table = descriptors
+        var tableSize = Int(size)
+        var index = Int(head)
+        var steps = 0
+        var inIndirect = false
+        while true {
+            guard index < tableSize else { throw .descriptorOutOfRange }
+            steps &+= 1
+            guard steps <= tableSize else { throw .loop }
+            // One read of each field: the guest may rewrite the descriptor meanwhile.
+            let entry = table + 16 * index
+            let address = UInt64(littleEndian: entry.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+            let length = UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            let flags = UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+            let next = UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
+            if flags & Self.flagIndirect != 0 {
+                // §2.6.5.3.1: not nested, not combined with NEXT, a whole number of entries.
+                guard indirectAllowed, !inIndirect, flags & Self.flagNext == 0, length > 0, length % 16 == 0,
+                    length / 16 <= 65536
+                else { throw .badIndirect }
+                guard let indirect = memory.translate(guestPhysical: address, length: UInt64(length)) else {
+                    throw .outsideMemory
+                }
+                table = indirect
+                tableSize = Int(length / 16)
+                index = 0
+                steps = 0
+                inIndirect = true
+                continue
+            }
+            guard (flags & Self.flagWrite != 0) == writable else { throw .wrongDirection }
+            guard let buffer = memory.translate(guestPhysical: address, length: UInt64(length)) else {
+                throw .outsideMemory
+            }
+            try visit(buffer, Int(length))
+            guard flags & Self.flagNext != 0 else { return }
+            index = Int(next)
+        }
+    }
+
+    /// Copies chain `head`'s bytes (guest → us): the first `headerSize` into `header`, the rest
+    /// into `frame` (at most `capacity`); returns the frame's length.
+    public func read(
+        _ head: UInt16,
+        header: UnsafeMutableRawPointer,
+        headerSize: Int,
+        frame: UnsafeMutableRawPointer,
+        capacity: Int
+    ) throws(ChainError) -> Int {
+        var headerFilled = 0
+        var frameLength = 0
+        try walk(head, writable: false) { (buffer: UnsafeMutableRawPointer, length: Int) throws(ChainError) in
+            var offset = 0
+            if headerFilled < headerSize {
+                let part = min(headerSize &- headerFilled, length)
+                (header + headerFilled).copyMemory(from: buffer, byteCount: part)
+                headerFilled &+= part
+                offset = part
+            }
+            let rest = length &- offset
+            guard rest <= capacity &- frameLength else { throw .tooLong }
+            (frame + frameLength).copyMemory(from: buffer + offset, byteCount: rest)
+            frameLength &+= rest
+        }
+        guard headerFilled == headerSize else { throw .tooLong }
+        return frameLength
+    }
+
+    /// Writes `header` then `frame[from...]` into chain `head`'s buffers (us → guest), as much
+    /// as fits; returns the bytes written and where the header's `num_buffers` field landed
+    /// (bytes 10 and 11, which may sit in different buffers).
+    func write(
+        _ head: UInt16,
+        header: UnsafeRawPointer?,
+        headerSize: Int,
+        frame: UnsafeRawPointer,
+        from start: Int,
+        length: Int
+    ) throws(ChainError) -> (written: Int, frameBytes: Int, numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?)) {
+        var headerDone = header == nil ? headerSize : 0
+        var position = start
+        var written = 0
+        var numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
+        try walk(head, writable: true) { (buffer: UnsafeMutableRawPointer, room: Int) throws(ChainError) in
+            var offset = 0
+            if headerDone < headerSize, let header {
+                let part = min(headerSize &- headerDone, room)
+                buffer.copyMemory(from: header + headerDone, byteCount: part)
+                for byte in 0..<part {
+                    if headerDone &+ byte == 10 { numBuffers.0 = buffer + byte }
+                    if headerDone &+ byte == 11 { numBuffers.1 = buffer + byte }
+                }
+                headerDone &+= part
+                offset = part
+            }
+            let part = min(room &- offset, length &- position)
+            if part > 0 {
+                (buffer + offset).copyMemory(from: frame + position, byteCount: part)
+                position &+= part
+            }
+            written &+= offset &+ part
+        }
+        guard headerDone == headerSize else { throw .tooLong }
+        return (written, position &- start, numBuffers)
+    }
+
+    // MARK: Used side
+
+    /// Returns chain `head` to the guest with `length` bytes written into it.
+    public mutating func addUsed(_ head: UInt16, length: UInt32) {
+        let slot = Int(nextUsed & (size &- 1))
+        used.storeBytes(of: UInt32(head).littleEndian, toByteOffset: 4 + 8 * slot, as: UInt32.self)
+        used.storeBytes(of: length.littleEndian, toByteOffset: 8 + 8 * slot, as: UInt32.self)
+        nextUsed &+= 1
+    }
+
+    mutating func unaddUsed(_ count: UInt16) { nextUsed &-= count }
+
+    /// Publishes the used entries added since the last call; returns whether the guest wants
+    /// an interrupt for them (EVENT_IDX: the used index crossed `used_event`; otherwise unless
+    /// it set NO_INTERRUPT).
+    public mutating func publishUsed() -> Bool {
+        guard nextUsed != publishedUsed else { return false }
+        // Entries before the index (§2.6.8.2), then the index before reading the guest's event.
+        cbutterfly_fence_release()
+        used.storeBytes(of: nextUsed.littleEndian, toByteOffset: 2, as: UInt16.self)
+        let old = publishedUsed
+        publishedUsed = nextUsed
+        cbutterfly_fence_full()
+        if eventIndex {
+            let event = UInt16(littleEndian: available.load(fromByteOffset: 4 + 2 * Int(size), as: UInt16.self))
+            // vring_need_event (§2.6.7.2): new − event − 1 < new − old, in 16-bit arithmetic.
+            return nextUsed &- event &- 1 < nextUsed &- old
+        }
+        let flags = UInt16(littleEndian: available.load(fromByteOffset: 0, as: UInt16.self))
+        return flags & Self.availableFlagNoInterrupt == 0
+    }
+
+    /// With EVENT_IDX: asks to be kicked when the guest adds the entry after what we took
+    /// (`avail_event`), before the worker sleeps; without: clears NO_NOTIFY.
+    public func enableKicks() {
+        if eventIndex {
+            used.storeBytes(of: lastAvailable.littleEndian, toByteOffset: 4 + 8 * Int(size), as: UInt16.self)
+        } else {
+            used.storeBytes(of: UInt16(0), toByteOffset: 0, as: UInt16.self)
+        }
+        cbutterfly_fence_full()
+    }
+
+    /// Without EVENT_IDX: tells the guest not to kick while we poll.
+    public func disableKicks() {
+        if !eventIndex { used.storeBytes(of: Self.usedFlagNoNotify.littleEndian, toByteOffset: 0, as: UInt16.self) }
+    }
+
+    // MARK: Frames
+
+    /// Takes up to one available chain from the guest's transmit queue into `frame`: returns
+    /// the frame's length, `nil` when none is pending, or throws for a chain that broke a rule
+    /// (already returned to the guest, length 0).
+    public mutating func dequeue(
+        header: UnsafeMutableRawPointer,
+        headerSize: Int,
+        frame: UnsafeMutableRawPointer,
+        capacity: Int
+    ) throws(ChainError) -> Int? {
+        guard let pending = pending(), pending > 0 else { return nil }
+        let head = takeHead()
+        do {
+            let length = try read(head, header: header, headerSize: headerSize, frame: frame, capacity: capacity)
+            addUsed(head, length: 0)
+            return length
+        } catch {
+            addUsed(head, length: 0)
+            throw error
+        }
+    }
+
+    /// Puts one frame into the guest's receive queue behind `header` (whose `num_buffers` is
+    /// set here when `mergeable`). Returns false when the guest has no room now (nothing
+    /// taken); throws for a chain that broke a rule (the frame is lost, the chain returned).
+    public mutating func enqueue(
+        header: UnsafeRawPointer,
+        headerSize: Int,
+        frame: UnsafeRawPointer,
+        length: Int,
+        mergeable: Bool
+    ) throws(ChainError) -> Bool {
+        guard var pending = pending(), pending > 0 else { return false }
+        var buffers: UInt16 = 0
+        var position = 0
+        var numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
+        repeat {
+            guard pending > 0 else {
+                // Not enough buffers for the whole frame: give back what we took.
+                untake(buffers)
+                unaddUsed(buffers)
+                return false
+            }
+            let head = takeHead()
+            pending &-= 1
+            let result: (written: Int, frameBytes: Int, numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?))
+            do {
+                result = try write(
+                    head,
+                    header: buffers == 0 ? header : nil,
+                    headerSize: buffers == 0 ? headerSize : 0,
+                    frame: frame,
+                    from: position,
+                    length: length
+                )
+            } catch {
+                addUsed(head, length: 0)
+                throw error
+            }
+            if buffers == 0 { numBuffers = result.numBuffers }
+            addUsed(head, length: UInt32(result.written))
+            buffers &+= 1
+            position &+= result.frameBytes
+            guard mergeable || position == length else {
+                throw .tooLong  // without MRG_RXBUF one chain must hold the frame
+            }
+        } while position < length
+        if mergeable {
+            numBuffers.0?.storeBytes(of: UInt8(truncatingIfNeeded: buffers), as: UInt8.self)
+            numBuffers.1?.storeBytes(of: UInt8(truncatingIfNeeded: buffers >> 8), as: UInt8.self)
+        }
+        return true
+    }
+}
