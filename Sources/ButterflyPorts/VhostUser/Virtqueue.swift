@@ -183,11 +183,11 @@ public struct Virtqueue {
         frame: UnsafeRawPointer,
         from start: Int,
         length: Int
-    ) throws(ChainError) -> (written: Int, frameBytes: Int, numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?)) {
+    ) throws(ChainError) -> (written: Int, frameBytes: Int, numBuffers: NumBuffersField) {
         var headerDone = header == nil ? headerSize : 0
         var position = start
         var written = 0
-        var numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
+        var numBuffers: NumBuffersField = (nil, nil)
         try walk(head, writable: true) { (buffer: UnsafeMutableRawPointer, room: Int) throws(ChainError) in
             var offset = 0
             if headerDone < headerSize, let header {
@@ -210,6 +210,9 @@ public struct Virtqueue {
         guard headerDone == headerSize else { throw .tooLong }
         return (written, position &- start, numBuffers)
     }
+
+    /// Where the two bytes of a receive header's `num_buffers` landed in guest memory.
+    typealias NumBuffersField = (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?)
 
     // MARK: Used side
 
@@ -295,7 +298,7 @@ public struct Virtqueue {
         guard var pending = pending(), pending > 0 else { return false }
         var buffers: UInt16 = 0
         var position = 0
-        var numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
+        var numBuffers: NumBuffersField = (nil, nil)
         repeat {
             guard pending > 0 else {
                 // Not enough buffers for the whole frame: give back what we took.
@@ -305,7 +308,7 @@ public struct Virtqueue {
             }
             let head = takeHead()
             pending &-= 1
-            let result: (written: Int, frameBytes: Int, numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?))
+            let result: (written: Int, frameBytes: Int, numBuffers: NumBuffersField)
             do {
                 result = try write(
                     head,
