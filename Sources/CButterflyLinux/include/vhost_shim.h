@@ -17,6 +17,17 @@ ssize_t cbutterfly_recv_with_fds(int socket, void *buffer, size_t length, int *f
 /// Returns the byte count or -1 with errno.
 ssize_t cbutterfly_send_with_fds(int socket, const void *buffer, size_t length, const int *fds, int fd_count);
 
+/// A non-blocking, close-on-exec Unix stream socket bound to `path` with mode `mode` and
+/// listening. Returns the fd or -1 with errno (ENAMETOOLONG for a path sun_path cannot hold).
+int cbutterfly_unix_listen(const char *path, unsigned int mode);
+
+/// accept4(2) of a non-blocking, close-on-exec connection; -1 with errno (EAGAIN: none waits).
+int cbutterfly_unix_accept(int listener);
+
+/// A close-on-exec Unix stream socket connected to `path`, then made non-blocking. Returns the
+/// fd or -1 with errno.
+int cbutterfly_unix_connect(const char *path);
+
 /// Memory ordering against a guest sharing the rings (VIRTIO 1.1 §2.6.13: read the index,
 /// then the entries; write the entries, then the index). Inline fences, not calls.
 static inline void cbutterfly_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
