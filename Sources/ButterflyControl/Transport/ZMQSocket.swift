@@ -150,4 +150,5 @@ public final class ZMQSocket {
 public enum ZMQRawOption {
     public static let receiveTimeout = ZMQ_RCVTIMEO
     public static let sendTimeout = ZMQ_SNDTIMEO
+    public static let handshakeInterval = ZMQ_HANDSHAKE_IVL
 }
