@@ -70,6 +70,7 @@ struct APIClient {
     }
 
     private func exchange(_ bytes: [UInt8]) throws(CLIError) -> [UInt8] {
+        if let problem = EndpointDiscovery.ipcProblem(endpoint) { throw CLIError(problem) }
         do {
             let context = ZMQContext()
             let socket = try ZMQSocket(context: context, kind: .request)

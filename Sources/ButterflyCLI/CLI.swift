@@ -1,5 +1,6 @@
 import ButterflyControl
 import ButterflyProtocol
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -65,7 +66,8 @@ public enum CLI {
 
 /// Options that apply to the whole invocation, wherever they appear.
 struct GlobalOptions {
-    var endpoint = "tcp://127.0.0.1:9999"
+    /// Given with `-e`; otherwise found by `EndpointDiscovery`.
+    var endpoint: String?
     var verbose = false
     var timeout: Int? = 10_000
     var keyPath: String?
@@ -79,6 +81,7 @@ struct GlobalOptions {
                 throw CLIError("cannot load encryption key: \(error.description)")
             }
         }
+        let endpoint = try EndpointDiscovery.endpoint(flag: endpoint, environment: ProcessInfo.processInfo.environment)
         return APIClient(endpoint: endpoint, timeout: timeout, verbose: verbose, cipher: cipher)
     }
 }

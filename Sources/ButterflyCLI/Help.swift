@@ -3,7 +3,9 @@ enum Help {
     static let global = """
 
         global options:
-            --endpoint, -e URL  API endpoint (default: tcp://127.0.0.1:9999)
+            --endpoint, -e URL  API endpoint (default: $BUTTERFLY_ENDPOINT, else `endpoint` in
+                                $BUTTERFLY_CONFIG or /etc/butterfly/butterfly.conf, else
+                                tcp://127.0.0.1:9999)
             --verbose, -v       print each request and reply in protobuf text format
             --timeout, -t MS    how long to wait for a reply (default: 10000; 0 = forever)
             --key, -k PATH      encryption key file (base64 of 32 bytes)

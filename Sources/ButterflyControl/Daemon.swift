@@ -56,6 +56,9 @@ public enum Daemon {
         else {
             throw StartupError(description: "socket directory \(options.socketDirectory) does not exist")
         }
+        let socketGroup = try options.apiSocketGroup.map(groupID)
+        let openFiles = try setOpenFileLimit(options.openFilesLimit)
+        Log.info("open-file limit \(openFiles)")
         let cipher: PayloadCipher?
         if let keyPath = options.keyPath {
             do {
@@ -64,6 +67,12 @@ public enum Daemon {
                 throw StartupError(description: error.description)
             }
             Log.info("encryption key loaded")
+            var status = stat()
+            if stat(keyPath, &status) == 0, status.st_mode & 0o006 != 0 {
+                warn(
+                    "encryption key file \(keyPath) is readable by every local user (mode \(String(status.st_mode & 0o777, radix: 8))): chmod o-rwx \(keyPath)"
+                )
+            }
         } else {
             cipher = nil
         }
@@ -119,12 +128,28 @@ public enum Daemon {
 
         let context = ZMQContext()
         let server: APIServer
+        let socketMode = options.apiSocketMode ?? (socketGroup == nil ? 0o600 : 0o660)
+        let endpoint = APIEndpoint(options.endpoint)
+        if options.apiSocketGroup != nil || options.apiSocketMode != nil {
+            guard case .socketFile = endpoint.reach else {
+                throw StartupError(
+                    description: "--api-socket-group and --api-socket-mode need an ipc:// endpoint with a path"
+                )
+            }
+        }
         do {
-            server = try APIServer(endpoint: options.endpoint, service: service, context: context)
+            server = try APIServer(
+                endpoint: options.endpoint,
+                service: service,
+                context: context,
+                socketMode: socketMode,
+                socketGroup: socketGroup
+            )
         } catch {
             throw StartupError(description: error.description)
         }
         Log.info("API listening on \(server.endpoint)")
+        for warning in endpoint.exposureWarnings(hasKey: cipher != nil, socketMode: socketMode) { warn(warning) }
         let reason = try server.run(stopDescriptor: signalFD)
         if reason == .stopDescriptorReadable {
             var info = signalfd_siginfo()
@@ -238,6 +263,41 @@ public enum Daemon {
             "restored \(control.model.nics.count) NICs and \(control.model.securityGroups.count) security groups from \(store.path)"
                 + (recover ? " (recovery: \(refused) saved requests refused)" : "")
         )
+    }
+
+    /// The id of group `name` (or a number).
+    static func groupID(_ name: String) throws -> gid_t {
+        if let number = gid_t(name) { return number }
+        guard let entry = getgrnam(name) else {
+            throw StartupError(description: "API socket group '\(name)' does not exist (groupadd --system \(name))")
+        }
+        return entry.pointee.gr_gid
+    }
+
+    /// Sets the soft open-file limit to `wanted`, or to the hard limit; returns the limit set.
+    /// Every TAP NIC, API connection and trace costs a descriptor, and distributions start
+    /// daemons at 1024: ~1,000 NICs, or 1,000 idle connections locking every client out.
+    static func setOpenFileLimit(_ wanted: Int?) throws -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
+            throw StartupError(description: "getrlimit(RLIMIT_NOFILE): \(String(cString: strerror(errno)))")
+        }
+        let target = wanted.map { rlim_t($0) } ?? limit.rlim_max
+        // Above the hard limit needs privilege (CAP_SYS_RESOURCE), and fs.nr_open bounds it.
+        if target > limit.rlim_max { limit.rlim_max = target }
+        limit.rlim_cur = target
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
+            throw StartupError(
+                description: "cannot set the open-file limit to \(target): \(String(cString: strerror(errno)))"
+            )
+        }
+        return Int(target)
+    }
+
+    /// A warning printed whatever the log level: it is about who can command the daemon.
+    static func warn(_ message: String) {
+        writeToStandardError("butterflyd: warning: \(message)\n")
+        Log.syslogOnly(.warning, message)
     }
 
     static func fail(_ message: String) {

@@ -317,12 +317,12 @@ private let testKey = [UInt8](repeating: 0x5A, count: 32)
                 message {
                     $0.nicUpdate.id = "n"
                     $0.nicUpdate.packetTrace = !traceByDefault
-                    $0.nicUpdate.packetTracePath = "/var/tmp/n.pcap"
+                    $0.nicUpdate.packetTracePath = "/tmp/n.pcap"
                 }
             ]
         )
         let given = try #require(try response(service, message { $0.nicDetails = "" }).nicDetails.first)
-        #expect(given.packetTrace == !traceByDefault && given.packetTracePath == "/var/tmp/n.pcap")
+        #expect(given.packetTrace == !traceByDefault && given.packetTracePath == "/tmp/n.pcap")
         #expect(!given.hasPacketTraceIsDefault && !given.hasPacketTracePathIsDefault)
     }
 

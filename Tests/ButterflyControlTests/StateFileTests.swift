@@ -44,7 +44,7 @@ private func richModel() throws -> Model {
             bypassFiltering: false,
             kind: .vhostUserServer,
             packetTrace: true,
-            packetTracePath: "/var/tmp/one.pcap"
+            packetTracePath: "/tmp/one.pcap"  // inside the trace directory
         )
     )
     try model.addNIC(NIC(id: "tap0", mac: MACAddress("02:00:00:00:00:02")!, vni: 0, kind: .tap, packetTrace: false))

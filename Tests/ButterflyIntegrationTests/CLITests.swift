@@ -319,6 +319,8 @@ struct CLITests {
 
     @Test func timeoutWhenNoDaemonAnswers() throws {
         let directory = TemporaryDirectory()
+        // A file left where a socket was (a missing one is reported at once, without waiting).
+        FileManager.default.createFile(atPath: "\(directory.path)/nobody", contents: nil)
         let started = Date()
         let result = try runProcess(Binaries.cli, ["nic", "list", "-e", "ipc://\(directory.path)/nobody", "-t", "300"])
         #expect(result.status == 1)

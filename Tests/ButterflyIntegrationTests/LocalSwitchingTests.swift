@@ -199,7 +199,9 @@ struct LocalSwitchingTests {
 @Suite(.serialized)
 struct PacketTraceTests {
     @Test func traceGrowsWhileOnAndStopsWhenOff() throws {
-        let daemon = try Daemon()
+        // Requests may only name trace files in the daemon's trace directory.
+        let directory = TemporaryDirectory()
+        let daemon = try Daemon(extraArguments: ["--trace-path", directory.path], directory: directory)
         try createOpenGroup(on: daemon)
         let namespaces = Namespaces()
         let a = namespaces.prefix + "a"

@@ -33,23 +33,38 @@ extension APIService {
     ) throws(APIError) {
         let control = controlPlane
         if request.hasNicAdd {
-            let nic: NIC
+            var nic: NIC
             do {
                 nic = try NIC(proto: request.nicAdd)
                 try nic.validate(path: control.reconciler.path(for: nic))
             } catch {
                 throw .badNIC(error.detail ?? error.description)
             }
+            if let requested = nic.packetTracePath {
+                do throws(TraceDirectory.Refusal) {
+                    nic.packetTracePath = try control.reconciler.confineTracePath(requested)
+                } catch {
+                    throw .badNIC(error.description)
+                }
+            }
             try control.prepare(nic)
             try control.mutate { model throws(APIError) in try model.addNIC(nic) }
             response.nicAdd.path = control.reconciler.path(for: nic)
             Log.info("NIC \(nic.id) added (vni \(nic.vni), mac \(nic.mac))")
         } else if request.hasNicUpdate {
-            let update: Model.NICUpdate
+            var update: Model.NICUpdate
             do {
                 update = try Model.NICUpdate(proto: request.nicUpdate)
             } catch {
                 throw .badNICUpdate(error.detail ?? error.description)
+            }
+            // Paths in requests stay inside the trace directory (TraceDirectory).
+            if let requested = update.packetTracePath {
+                do throws(TraceDirectory.Refusal) {
+                    update.packetTracePath = try control.reconciler.confineTracePath(requested)
+                } catch {
+                    throw .badNICUpdate(error.description)
+                }
             }
             try control.mutate { model throws(APIError) in try model.updateNIC(id: request.nicUpdate.id, update) }
         } else if request.hasNicDel {

@@ -20,6 +20,13 @@ public struct DaemonOptions: Equatable, Sendable {
     public var vtepPeers: [IPAddress] = []
     public var socketDirectory = "/tmp"
     public var endpoint = "tcp://127.0.0.1:9999"
+    /// Group given the `ipc://` API socket (`--api-socket-group`); `nil` keeps root's.
+    public var apiSocketGroup: String?
+    /// Permissions of the `ipc://` API socket (`--api-socket-mode`, octal); `nil` = 0660 with a
+    /// group, 0600 without. Connecting needs write permission on the socket file.
+    public var apiSocketMode: UInt32?
+    /// Soft open-file limit to set at start (`--open-files-limit`); `nil` = the hard limit.
+    public var openFilesLimit: Int?
     public var logLevel = Log.Level.error
     public var graphCPUCore: Int?
     /// Accepted for compatibility with DPDK-era scripts; see `underlayInterface`.
@@ -87,7 +94,8 @@ public struct DaemonOptions: Equatable, Sendable {
             "dpdk-port": "dpdk-port", "nic-mtu": "nic-mtu", "state-file": "state-file",
             "trace-path": "trace-path", "packet-trace": "packet-trace-flag", "no-offload": "no-offload-flag",
             "underlay-if": "underlay-if", "underlay-gw": "underlay-gw", "vtep-peers": "vtep-peer",
-            "conntrack-max": "conntrack-max",
+            "conntrack-max": "conntrack-max", "api-socket-group": "api-socket-group",
+            "api-socket-mode": "api-socket-mode", "open-files-limit": "open-files-limit",
         ],
         "security": ["encryption_key_path": "key"],
     ]
@@ -129,6 +137,15 @@ public struct DaemonOptions: Equatable, Sendable {
                 if !vtepPeers.contains(address) { vtepPeers.append(address) }
             }
         case "socket-dir": socketDirectory = value
+        case "api-socket-group":
+            guard !value.isEmpty else { throw Failure("\(source): empty group") }
+            apiSocketGroup = value
+        case "api-socket-mode":
+            guard let mode = UInt32(value, radix: 8), mode <= 0o777 else {
+                throw Failure("\(source): expected an octal mode such as 0660, not '\(value)'")
+            }
+            apiSocketMode = mode
+        case "open-files-limit": openFilesLimit = try Self.integer(value, source: source, range: 64...(1 << 30))
         case "endpoint":
             guard !value.isEmpty else { throw Failure("\(source): empty endpoint") }
             endpoint = value
@@ -186,13 +203,19 @@ public struct DaemonOptions: Equatable, Sendable {
                                     (head-end replication, no multicast needed) [vtep-peers, comma-separated]
           -s, --socket-dir DIR      directory of vhost-user sockets [socket-dir] (default /tmp)
           -e, --endpoint URL        API endpoint, any ZeroMQ endpoint [endpoint] (default tcp://127.0.0.1:9999)
+              --api-socket-group G  group of an ipc:// API socket, whose members may use the API [api-socket-group]
+              --api-socket-mode M   octal mode of an ipc:// API socket [api-socket-mode]
+                                    (default 0660 with a group, else 0600)
+              --open-files-limit N  open-file limit (RLIMIT_NOFILE) to set at start [open-files-limit]
+                                    (default: raise the soft limit to the hard limit)
           -l, --log-level LEVEL     none, error, warning, info or debug [log-level] (default error)
           -u, --graph-cpu-core N    CPU core of the packet worker [graph-core-id or graph-cpu-core]
               --dpdk-args ARGS      accepted for compatibility [dpdk-args]
               --dpdk-port N         accepted for compatibility [dpdk-port]
           -m, --nic-mtu N|max       MTU of guest NICs [nic-mtu] (default max)
           -t, --packet-trace        trace every NIC to pcap by default [packet-trace]
-              --trace-path DIR      directory of default pcap traces [trace-path] (default /tmp)
+              --trace-path DIR      directory of pcap traces; API requests may only name files
+                                    directly in it [trace-path] (default /tmp)
               --no-offload          disable offloads [no-offload]
           -k, --key PATH            API encryption key file: base64 of 32 bytes [security/encryption_key_path]
               --conntrack-max N     connections the firewall tracks, all NICs together
@@ -217,6 +240,7 @@ struct CommandLineValues {
     static let longValueOptions: Set<String> = [
         "config", "ip", "socket-dir", "endpoint", "log-level", "graph-cpu-core", "dpdk-args", "dpdk-port", "nic-mtu",
         "key", "state-file", "trace-path", "underlay-if", "underlay-gw", "vtep-peer", "conntrack-max",
+        "api-socket-group", "api-socket-mode", "open-files-limit",
     ]
     static let flagOptions: [String: String] = ["t": "packet-trace", "V": "version", "h": "help"]
     static let longFlags: Set<String> = [

@@ -9,8 +9,10 @@ public struct Reconciler: Sendable {
     public private(set) var snapshot: DataplaneConfig
     /// Per-NIC packet tracing default (`butterflyd -t`).
     public let traceByDefault: Bool
-    /// Where default per-NIC traces go: `<traceDirectory>/butterfly-<pid>-<nic>.pcap`.
-    public let traceDirectory: String
+    /// Where default per-NIC traces go: `<traceDirectory>/butterfly-<pid>-<nic>.pcap`, and
+    /// the only directory requested trace paths may name (`TraceDirectory`).
+    public var traceDirectory: String { traces.path }
+    private let traces: TraceDirectory
     private let processID: Int32
     /// NICs whose configuration the last `apply` changed (what the worker must adopt).
     public private(set) var changedNICs: [String] = []
@@ -26,7 +28,7 @@ public struct Reconciler: Sendable {
     public init(host: HostConfig, traceByDefault: Bool, traceDirectory: String, processID: Int32) {
         self.snapshot = DataplaneConfig(host: host)
         self.traceByDefault = traceByDefault
-        self.traceDirectory = traceDirectory
+        self.traces = TraceDirectory(traceDirectory)
         self.processID = processID
     }
 
@@ -106,7 +108,12 @@ public struct Reconciler: Sendable {
 
     /// Where a NIC given no trace path is traced: `<traceDirectory>/butterfly-<pid>-<nic>.pcap`.
     public func defaultTracePath(forNICID id: String) -> String {
-        "\(traceDirectory)/butterfly-\(processID)-\(id).pcap"
+        traces.file(named: "butterfly-\(processID)-\(id).pcap")
+    }
+
+    /// The absolute path of the trace file a request names, confined to the trace directory.
+    public func confineTracePath(_ requested: String) throws(TraceDirectory.Refusal) -> String {
+        try traces.confine(requested)
     }
 
     /// The pcap file of a NIC being traced, or `nil` when its tracing is off.

@@ -34,8 +34,16 @@ public final class ZMQContext: @unchecked Sendable {
 public final class ZMQSocket {
     public enum Kind {
         case request, reply
+        /// The receiving end of a socket monitor (`monitor(into:events:)`).
+        case pair
 
-        var rawValue: Int32 { self == .request ? ZMQ_REQ : ZMQ_REP }
+        var rawValue: Int32 {
+            switch self {
+            case .request: ZMQ_REQ
+            case .reply: ZMQ_REP
+            case .pair: ZMQ_PAIR
+            }
+        }
     }
 
     private let context: ZMQContext
@@ -56,7 +64,7 @@ public final class ZMQSocket {
         handle = nil
     }
 
-    private var socket: UnsafeMutableRawPointer {
+    fileprivate var socket: UnsafeMutableRawPointer {
         guard let handle else { preconditionFailure("ZMQSocket used after close()") }
         return handle
     }
@@ -79,6 +87,42 @@ public final class ZMQSocket {
 
     public func bind(_ endpoint: String) throws(ZMQError) {
         guard zmq_bind(socket, endpoint) == 0 else { throw .last("cannot bind \(endpoint)") }
+    }
+
+    public func unbind(_ endpoint: String) throws(ZMQError) {
+        guard zmq_unbind(socket, endpoint) == 0 else { throw .last("cannot unbind \(endpoint)") }
+    }
+
+    /// Publishes the socket's `events` (`ZMQ_EVENT_…`) on `inprocAddress`, for a `.pair` socket
+    /// of the same context to read with `receiveMonitorEvent`.
+    public func monitor(into inprocAddress: String, events: Int32) throws(ZMQError) {
+        guard zmq_socket_monitor(socket, inprocAddress, events) == 0 else { throw .last("zmq_socket_monitor") }
+    }
+
+    /// One monitor event, `nil` when none is queued: its `ZMQ_EVENT_…` number and value
+    /// (an errno for failures, a descriptor for `ACCEPTED`).
+    public func receiveMonitorEvent() throws(ZMQError) -> (event: UInt16, value: UInt32)? {
+        var frames: [[UInt8]] = []
+        var message = zmq_msg_t()
+        zmq_msg_init(&message)
+        defer { zmq_msg_close(&message) }
+        repeat {
+            var received: Int32
+            repeat {
+                received = zmq_msg_recv(&message, socket, frames.isEmpty ? ZMQ_DONTWAIT : 0)
+            } while received < 0 && zmq_errno() == EINTR
+            if received < 0 {
+                if zmq_errno() == EAGAIN && frames.isEmpty { return nil }
+                throw .last("zmq_msg_recv")
+            }
+            let size = zmq_msg_size(&message)
+            frames.append(Array(UnsafeRawBufferPointer(start: zmq_msg_data(&message), count: size)))
+        } while zmq_msg_more(&message) != 0
+        // zmq_socket_monitor(3), version 1: frame 1 = event (uint16) ‖ value (uint32), host order.
+        guard let first = frames.first, first.count >= 6 else { return nil }
+        let event = UInt16(first[0]) | UInt16(first[1]) << 8
+        let value = UInt32(first[2]) | UInt32(first[3]) << 8 | UInt32(first[4]) << 16 | UInt32(first[5]) << 24
+        return (event, value)
     }
 
     public func connect(_ endpoint: String) throws(ZMQError) {
@@ -143,6 +187,26 @@ public final class ZMQSocket {
             if items[0].revents & Int16(ZMQ_POLLIN) != 0 { return .socket }
             return .timeout
         }
+    }
+}
+
+extension ZMQSocket {
+    /// Waits until one of `sockets` can be received from or `fd` becomes readable; returns
+    /// which sockets are readable and whether `fd` is (all `false` on timeout).
+    public static func poll(
+        _ sockets: [ZMQSocket],
+        orFileDescriptor fd: Int32,
+        timeoutMilliseconds: Int
+    ) throws(ZMQError) -> (sockets: [Bool], fileDescriptor: Bool) {
+        var items = sockets.map { zmq_pollitem_t(socket: $0.socket, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        items.append(zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0))
+        while true {
+            if zmq_poll(&items, Int32(items.count), timeoutMilliseconds) >= 0 { break }
+            if zmq_errno() == EINTR { continue }
+            throw .last("zmq_poll")
+        }
+        let readable = items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
+        return (Array(readable.dropLast()), readable.last!)
     }
 }
 

@@ -21,9 +21,10 @@ public final class PcapWriter {
     /// Records that could not be written (disk full…): tracing never stops traffic.
     public private(set) var failedWrites: UInt64 = 0
 
-    /// Opens (truncates) `path` and writes the global header; `nil` when it cannot be opened.
+    /// Opens (truncates) `path` and writes the global header; `nil` when it cannot be opened
+    /// safely (`openSafely`).
     public init?(path: String) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = Self.openSafely(path)
         guard fd >= 0 else { return nil }
         self.path = path
         self.fd = fd
@@ -38,6 +39,30 @@ public final class PcapWriter {
         buffer.storeBytes(of: UInt32(1), toByteOffset: 20, as: UInt32.self)
         used = 24
         flush()
+    }
+
+    /// Opens the capture file for writing, private (0600: captures are tenant traffic), as a
+    /// root daemon may open a name in a directory others can write to (`/tmp`):
+    /// - a new file is created with `O_EXCL`, so nothing planted is followed;
+    /// - an existing one is opened with `O_NOFOLLOW` (a symbolic link fails) and `O_NONBLOCK`
+    ///   (a FIFO fails instead of blocking the worker), and is used only when it is a regular
+    ///   file of our own user with one link (not another user's file, nor a hard link to one
+    ///   elsewhere); then truncated and made private.
+    /// Symbolic links in the directory part are followed: it is the operator's trace directory.
+    /// Returns the descriptor, or -1.
+    static func openSafely(_ path: String) -> Int32 {
+        let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if created >= 0 || errno != EEXIST { return created }
+        let fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return -1 }
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_uid == geteuid(),
+            status.st_nlink == 1, ftruncate(fd, 0) == 0, fchmod(fd, 0o600) == 0
+        else {
+            close(fd)
+            return -1
+        }
+        return fd
     }
 
     deinit {
