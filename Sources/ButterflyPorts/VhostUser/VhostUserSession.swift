@@ -36,11 +36,12 @@ public final class VhostUserSession {
     public static let protocolMultiQueue: UInt64 = 1 << 0
     public static let protocolReplyAck: UInt64 = 1 << 3
 
-    /// What the back-end offers (docs/VHOST-USER.md, Decisions).
+    /// What the back-end offers (docs/VHOST-USER.md, Decisions). Checksum and TSO offloads
+    /// join once the data path carries super-frames (issue 9, item 2): offered before, a guest
+    /// would send 64 KB frames no packet buffer holds.
     public static let offeredFeatures: UInt64 =
         featureVersion1 | featureAnyLayout | featureMergeableBuffers | featureIndirectDescriptors | featureEventIndex
-        | featureProtocolFeatures | featureMultiQueue | featureCSUM | featureGuestCSUM | featureHostTSO4
-        | featureHostTSO6 | featureGuestTSO4 | featureGuestTSO6
+        | featureProtocolFeatures | featureMultiQueue
     public static let offeredProtocolFeatures: UInt64 = protocolMultiQueue | protocolReplyAck
 
     /// Largest ring the split format allows (VIRTIO 1.1 §2.6: queue size ≤ 32768).
