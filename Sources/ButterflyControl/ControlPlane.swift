@@ -63,6 +63,9 @@ public final class ControlPlane {
             appliedRequests.removeAll(keepingCapacity: true)
             pendingOperations.removeAll(keepingCapacity: true)
             pendingChanges.removeAll(keepingCapacity: true)
+            // What `prepare` made for a request the model then refused goes too (a tap made
+            // for a NIC that failed validation), so it cannot act on a later change.
+            runtime?.abandonPrepared()
         }
         guard !pendingChanges.isEmpty, let stateStore else { return nil }
         do throws(StateStore.Failure) {
@@ -94,7 +97,6 @@ public final class ControlPlane {
         for case .nic(let id) in touched where seen.insert("n" + id).inserted {
             reconciler.apply(.nic(id), from: model)
         }
-        runtime?.abandonPrepared()
     }
 
     /// After the state file was replayed: what is in the model is what is saved.

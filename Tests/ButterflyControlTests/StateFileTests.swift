@@ -441,9 +441,9 @@ private final class WatchingDataplane: DataplaneBinding {
 
         let recovered = try StateStore(path: path).recover()
         #expect(recovered.messages.map(\.message0.request.nicAdd.id) == ["n1", "n3"])
-        #expect(recovered.setAside.count == 1 && recovered.setAside[0].hasPrefix(path + ".damaged-"))
-        #expect(!FileManager.default.fileExists(atPath: path))
-        for file in recovered.setAside { try? FileManager.default.removeItem(atPath: file) }
+        #expect(recovered.damagedFiles == [path])
+        // Nothing is moved until the recovered state is saved (Daemon.restore).
+        #expect(FileManager.default.fileExists(atPath: path))
     }
 
     @Test func aDamagedLengthFieldIsDamageNotATornTail() throws {
@@ -463,7 +463,7 @@ private final class WatchingDataplane: DataplaneBinding {
         #expect(error?.description.contains("corrupt at byte \(header)") == true, "\(String(describing: error))")
         let recovered = try StateStore(path: path).recover()
         #expect(recovered.messages.map(\.message0.request.nicAdd.id) == ["two", "three"])
-        for file in recovered.setAside { try? FileManager.default.removeItem(atPath: file) }
+        #expect(recovered.damagedFiles == [path + ".journal"])
     }
 
     @Test func aPlantedTemporarySymlinkIsNeverFollowed() throws {
@@ -484,5 +484,64 @@ private final class WatchingDataplane: DataplaneBinding {
         try FileManager.default.removeItem(atPath: path)
         try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: victim)
         #expect(throws: StateStore.Failure.self) { try StateFile(path: path).load() }
+    }
+}
+
+@Suite struct StateCompactionFailureTests {
+    @Test func aJournalThatCannotStartAfterTheSnapshotWasWrittenStillAcknowledges() throws {
+        let path = temporaryPath()
+        defer {
+            remove(path)
+            try? FileManager.default.removeItem(atPath: path + ".journal.tmp")
+        }
+        // The journal's temporary name is taken by a directory: the snapshot can be written,
+        // the journal cannot.
+        try FileManager.default.createDirectory(atPath: path + ".journal.tmp", withIntermediateDirectories: false)
+        let service = makeService(stateStore: StateStore(path: path))
+        for id in ["a", "b"] {
+            let reply = try Proto_Messages(
+                serializedBytes: service.handle(try Proto_Messages.with { $0.messages = [nicAdd(id)] }.serializedBytes()).reply
+            )
+            #expect(reply.messages[0].message0.response.status.status, "\(reply)")
+        }
+        // Each change went into a new snapshot, so both are there after a restart.
+        #expect(try restored(StateStore(path: path)).model.nics.keys.sorted() == ["a", "b"])
+    }
+
+    @Test func recoveryLeavesEverythingInPlaceWhenItCannotSave() throws {
+        let path = temporaryPath()
+        defer {
+            remove(path)
+            try? FileManager.default.removeItem(atPath: path + ".tmp")
+        }
+        var model = Model()
+        try model.addNIC(NIC(id: "n1", mac: MACAddress("02:00:00:00:00:01")!, vni: 1))
+        try model.addNIC(NIC(id: "n2", mac: MACAddress("02:00:00:00:00:02")!, vni: 2))
+        try StateFile(path: path).save(model, generation: 3)
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        text = text.replacingOccurrences(of: "vni: 2", with: "vni: 9")
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+        // The snapshot cannot be written (its temporary name is a directory).
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+        #expect(throws: (any Error).self) {
+            try Daemon.restore(StateStore(path: path), into: makeService(stateStore: StateStore(path: path)), recover: true)
+        }
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == text, "the damaged file stays until recovery saves")
+        let siblings = try FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent)
+        #expect(!siblings.contains { $0.hasPrefix((path as NSString).lastPathComponent + ".damaged") })
+        // Once it can save, recovery keeps n1 and sets the damaged bytes aside.
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        let store = StateStore(path: path)
+        let service = makeService(stateStore: store)
+        try Daemon.restore(store, into: service, recover: true)
+        #expect(service.controlPlane.model.nics.keys.sorted() == ["n1"])
+        let kept = try FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent)
+            .filter { $0.hasPrefix((path as NSString).lastPathComponent + ".damaged") }
+        #expect(kept.count == 1)
+        let directory = (path as NSString).deletingLastPathComponent
+        for file in kept {
+            #expect(try String(contentsOfFile: directory + "/" + file, encoding: .utf8) == text)
+            try FileManager.default.removeItem(atPath: directory + "/" + file)
+        }
     }
 }

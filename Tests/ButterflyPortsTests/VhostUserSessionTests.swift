@@ -209,7 +209,8 @@ import Testing
         defer { close(memory) }
         try harness.send(Request.setMemTable, harness.memoryTable([Harness.region]), fds: [dup(memory)])
         try harness.setUpRing(0, enable: false)
-        #expect(harness.events == [.memoryChanged, .ringReady(0)])
+        // Ready on its kick; the CALL that follows changes a running ring: stopped, restarted.
+        #expect(harness.events == [.memoryChanged, .ringReady(0), .ringReady(0)])
         // SET_VRING_ENABLE needs PROTOCOL_FEATURES.
         #expect(throws: VhostUserError.unknownRequest(Request.setVringEnable)) {
             try harness.send(Request.setVringEnable, harness.state(0, 1))
@@ -236,6 +237,42 @@ import Testing
         #expect(throws: VhostUserError.self) {
             try harness.send(Request.setMemTable, harness.memoryTable([small]), fds: [dup(third)])
         }
+    }
+
+    @Test func reconfiguringARunningRingStopsItFirstAndKeepsItsPosition() throws {
+        let harness = Harness(queuePairs: 1)
+        var stops: [Int] = []
+        var position: UInt16 = 40
+        harness.session.stoppedIndex = { ring in
+            stops.append(ring)
+            position += 1
+            return position
+        }
+        try harness.send(
+            Request.setFeatures,
+            harness.u64(VhostUserSession.featureVersion1 | VhostUserSession.featureProtocolFeatures)
+        )
+        let memory = Harness.memoryFile()
+        defer { close(memory) }
+        try harness.send(Request.setMemTable, harness.memoryTable([Harness.region]), fds: [dup(memory)])
+        try harness.setUpRing(0, enable: true)
+        #expect(stops.isEmpty)
+        // The guest masks its interrupt: QEMU sends a new call fd to a running ring.
+        try harness.send(Request.setVringCall, harness.u64(0), fds: [eventfd(0, Int32(EFD_CLOEXEC))])
+        #expect(stops == [0] && harness.session.rings[0].base == 41)
+        #expect(harness.events.suffix(1) == [.ringReady(0)])
+        // Disabled (DPDK's stop), then GET_VRING_BASE: the position where it was stopped.
+        try harness.send(Request.setVringEnable, harness.state(0, 0))
+        #expect(stops == [0, 0] && harness.events.suffix(1) == [.ringStopped(0)])
+        let base = try #require(try harness.send(Request.getVringBase, harness.state(0, 0)))
+        #expect(try base.vringState() == (0, 42))
+        #expect(stops == [0, 0], "a stopped ring is not stopped again")
+        // A new memory table: the running ring restarts from where it was.
+        try harness.send(Request.setVringKick, harness.u64(0), fds: [eventfd(0, Int32(EFD_CLOEXEC))])
+        try harness.send(Request.setVringEnable, harness.state(0, 1))
+        try harness.send(Request.setMemTable, harness.memoryTable([Harness.region]), fds: [dup(memory)])
+        #expect(stops == [0, 0, 0] && harness.session.rings[0].base == 43)
+        #expect(harness.events.suffix(2) == [.memoryChanged, .ringReady(0)])
     }
 
     // MARK: Hostile front-ends

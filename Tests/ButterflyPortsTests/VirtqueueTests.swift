@@ -312,6 +312,69 @@ import Testing
         }
     }
 
+    @Test func aFrameThatCannotBeDeliveredWholeLeavesOnlyEmptyBuffers() throws {
+        let guest = try Guest()
+        var queue = guest.queue()
+        let header = [UInt8](repeating: 0, count: 12)
+        let frame = (0..<150).map { UInt8($0) }
+        func enqueue(mergeable: Bool) throws(Virtqueue.ChainError) -> Bool {
+            var result = false
+            var failure: Virtqueue.ChainError?
+            header.withUnsafeBytes { headerBytes in
+                frame.withUnsafeBytes { frameBytes in
+                    do throws(Virtqueue.ChainError) {
+                        result = try queue.enqueue(
+                            header: headerBytes.baseAddress!,
+                            headerSize: 12,
+                            frame: frameBytes.baseAddress!,
+                            length: 150,
+                            mergeable: mergeable
+                        )
+                    } catch { failure = error }
+                }
+            }
+            if let failure { throw failure }
+            return result
+        }
+        // Without MRG_RXBUF: a 64-byte buffer for a 162-byte frame is returned empty, not truncated.
+        guest.descriptor(0, at: 0x20000, length: 64, flags: Virtqueue.flagWrite)
+        guest.makeAvailable(0)
+        #expect(throws: Virtqueue.ChainError.tooLong) { try enqueue(mergeable: false) }
+        // Mergeable, the second chain is hostile: the first goes back empty too.
+        guest.descriptor(1, at: 0x20100, length: 64, flags: Virtqueue.flagWrite)
+        guest.rawDescriptor(2, address: 0x10, length: 64, flags: Virtqueue.flagWrite)
+        guest.makeAvailable(1)
+        guest.makeAvailable(2)
+        #expect(throws: Virtqueue.ChainError.outsideMemory) { try enqueue(mergeable: true) }
+        let notify = queue.publishUsed()
+        #expect(notify)
+        #expect(guest.usedIndex == 3)
+        #expect((0..<3).map { guest.usedEntry($0).length } == [0, 0, 0])
+    }
+
+    @Test func indirectTablesAreBoundedByTheRingSize() throws {
+        let guest = try Guest()
+        var queue = guest.queue()
+        // A table of ring size + 1 entries: refused; a ring-size table chaining through all its
+        // entries and looping back: a loop, found after at most size + 1 steps.
+        guest.descriptor(0, at: 0x8000, length: 16 * 9, flags: Virtqueue.flagIndirect)
+        guest.makeAvailable(0)
+        #expect(throws: Virtqueue.ChainError.badIndirect) { try dequeue(&queue) }
+        for entry in 0..<8 {
+            guest.descriptor(
+                entry,
+                at: 0x10000,
+                length: 0,
+                flags: Virtqueue.flagNext,
+                next: UInt16((entry + 1) % 8),
+                table: 0x8000
+            )
+        }
+        guest.descriptor(0, at: 0x8000, length: 16 * 8, flags: Virtqueue.flagIndirect)
+        guest.makeAvailable(0)
+        #expect(throws: Virtqueue.ChainError.loop) { try dequeue(&queue) }
+    }
+
     @Test func eventIndexDecidesInterruptsAndKicks() throws {
         let guest = try Guest()
         var queue = guest.queue(eventIndex: true)

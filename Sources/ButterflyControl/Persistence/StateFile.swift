@@ -180,7 +180,7 @@ enum FileIO {
             unlink(temporary)
             throw error
         }
-        syncDirectory(of: path)
+        try syncDirectory(of: path)
     }
 
     /// A file's bytes; `nil` when it does not exist. Never follows a symlink.
@@ -210,14 +210,14 @@ enum FileIO {
         }
     }
 
-    /// Makes a rename or a file creation itself durable.
-    static func syncDirectory(of path: String) {
+    /// Makes a rename or a file creation itself durable; a failure means it may not survive a
+    /// power loss, so it fails the write.
+    static func syncDirectory(of path: String) throws(StateStore.Failure) {
         let directory = (path as NSString).deletingLastPathComponent
         let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 {
-            fsync(fd)
-            close(fd)
-        }
+        guard fd >= 0 else { throw failure("cannot open directory \(directory)") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw failure("cannot fsync directory \(directory)") }
     }
 
     static func failure(_ operation: String) -> StateStore.Failure {

@@ -78,36 +78,37 @@ public final class StateStore {
         return loaded
     }
 
-    /// What `recover` kept and set aside.
+    /// What `recover` kept, and the damaged files to set aside once it is saved.
     public struct Recovered {
         public var messages: [Proto_Message]
-        /// Where each damaged file was moved.
-        public var setAside: [String]
+        /// Files that did not check, moved aside by `setAside` after the recovered state is
+        /// safely in a new snapshot (so a failure on the way loses nothing).
+        public var damagedFiles: [String]
     }
 
-    /// Every message that still checks, snapshot then journal; damaged files are renamed to
-    /// `<file>.damaged-<unix time>` (kept for inspection, never deleted).
+    /// Every message that still checks, snapshot then journal.
     public func recover() throws(Failure) -> Recovered {
-        var recovered = Recovered(messages: [], setAside: [])
+        var recovered = Recovered(messages: [], damagedFiles: [])
         let saved = try snapshot.intactMessages()
         generation = saved?.generation ?? 0
         recovered.messages = saved?.messages ?? []
-        if saved?.damaged == true { recovered.setAside.append(try setAside(path)) }
+        if saved?.damaged == true { recovered.damagedFiles.append(path) }
         if let (journal, damaged) = try StateJournal.intactRecords(path: journalPath) {
             // A journal newer than the snapshot means the snapshot it belongs to is lost: its
             // records alone are still the best that is left.
             if journal.generation >= generation {
                 for record in journal.records { recovered.messages += record.messages }
             }
-            if damaged || journal.generation > generation { recovered.setAside.append(try setAside(journalPath)) }
+            if damaged || journal.generation > generation { recovered.damagedFiles.append(journalPath) }
         }
         return recovered
     }
 
-    private func setAside(_ file: String) throws(Failure) -> String {
+    /// Keeps a damaged file's bytes as `<file>.damaged-<unix time>` (for inspection, never
+    /// deleted). Called after `compact` saved what was recovered, with the bytes read before.
+    public func setAside(_ file: String, contents: [UInt8]) throws(Failure) -> String {
         let target = "\(file).damaged-\(Int(Date().timeIntervalSince1970))"
-        guard rename(file, target) == 0 else { throw FileIO.failure("cannot move \(file) to \(target)") }
-        FileIO.syncDirectory(of: file)
+        try FileIO.writeAtomically(contents, to: target)
         return target
     }
 
@@ -116,10 +117,16 @@ public final class StateStore {
     /// snapshot with no journal: the next change starts one).
     public func compact(_ model: Model) throws(Failure) {
         let bytes = try snapshot.save(model, generation: generation + 1)
+        // From here the new snapshot is in force: it holds every change, so a journal that
+        // cannot be started only postpones appending (the next change compacts again).
         generation += 1
         snapshotBytes = bytes
         journal = nil
-        journal = try StateJournal(path: journalPath, generation: generation)
+        do throws(Failure) {
+            journal = try StateJournal(path: journalPath, generation: generation)
+        } catch {
+            Log.error("state: cannot start journal \(journalPath), the next change writes a new snapshot: \(error)")
+        }
     }
 
     /// Makes one API call's applied requests durable, or throws and leaves the saved state as

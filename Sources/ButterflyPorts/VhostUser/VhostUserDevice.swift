@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What the control side of a vhost-user NIC hands to the packet worker: rings to run and rings
 /// to stop. The worker-side implementation adopts a queue between batches; `stop` returns the
 /// next available index the data path had not taken (GET_VRING_BASE's answer), and stopping a
@@ -52,10 +56,16 @@ public final class VhostUserDevice {
                 drop(now: now)
                 return false
             case .messages(let messages):
-                for message in messages {
-                    let outcome = try session.handle(message)
-                    if let reply = outcome.reply { try VhostUserReader.send(reply, to: endpoint.connection) }
-                    apply(outcome.events)
+                for (index, message) in messages.enumerated() {
+                    do throws(VhostUserError) {
+                        let outcome = try session.handle(message)
+                        if let reply = outcome.reply { try VhostUserReader.send(reply, to: endpoint.connection) }
+                        apply(outcome.events)
+                    } catch {
+                        // The messages read behind the bad one are never handled: their fds close.
+                        for later in messages[(index + 1)...] { for fd in later.fds { close(fd) } }
+                        throw error
+                    }
                 }
             }
         } catch {
@@ -73,13 +83,10 @@ public final class VhostUserDevice {
             switch event {
             case .ringReady(let index):
                 startRing(index, on: dataPath)
-            case .ringStopped(let index):
-                // GET_VRING_BASE already asked the data path (stoppedIndex); other stops here.
-                _ = dataPath.stop(ring: index)
-            case .memoryChanged:
-                // Running rings move to the new mapping: the old one is unmapped once the data
-                // path lets go of the queues that hold it.
-                for index in session.rings.indices where session.rings[index].isReady { startRing(index, on: dataPath) }
+            case .ringStopped, .memoryChanged:
+                // The session stopped the rings concerned before changing them (stoppedIndex);
+                // rings that run on in the new memory come back as `ringReady`.
+                break
             }
         }
     }

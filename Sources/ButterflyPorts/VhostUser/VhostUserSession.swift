@@ -90,8 +90,11 @@ public final class VhostUserSession {
     public private(set) var memory: GuestMemory?
     public private(set) var rings: [Ring]
     public private(set) var mtu: UInt16?
-    /// Asked for the index the data path stopped at when GET_VRING_BASE stops a running ring.
+    /// Stops a running ring in the data path and returns the next available index it had not
+    /// taken; must not return before the data path let go of the ring (its fds, its memory).
     public var stoppedIndex: (Int) -> UInt16 = { _ in 0 }
+    /// Rings stopped while handling the current message.
+    private var stopped = Set<Int>()
 
     public init(queuePairs: Int = 8) {
         self.queuePairs = queuePairs
@@ -139,6 +142,16 @@ public final class VhostUserSession {
             throw .badDescriptors(request: request, expected: 0, got: message.fds.count)
         }
 
+        // A running ring that this message reconfigures is stopped first (synchronously, so the
+        // data path lets go of its descriptors and memory before they change), and its position
+        // kept; if it is still complete afterwards it starts again from there (`ringReady`).
+        let affected = try affectedRings(message)
+        for index in affected where rings[index].isReady {
+            rings[index].base = stoppedIndex(index)
+            stopped.insert(index)
+        }
+        defer { stopped.removeAll() }
+
         switch request {
         case VhostUserRequest.getFeatures:
             outcome.reply = .reply(to: request, payload: VhostUserMessage.littleEndianBytes(Self.offeredFeatures))
@@ -173,9 +186,12 @@ public final class VhostUserSession {
             owner = true
             replyValue = 0
         case VhostUserRequest.resetOwner:
-            // Deprecated; older DPDK virtio_user sends it on stop: every ring stops.
-            for index in rings.indices where rings[index].isReady { outcome.events.append(.ringStopped(index)) }
+            // Deprecated; older DPDK virtio_user sends it on stop: every ring stops (they were
+            // stopped above). The negotiated features stay: front-ends do not negotiate again.
+            for index in stopped.sorted() { outcome.events.append(.ringStopped(index)) }
+            let kept = (features, protocolFeatures)
             reset()
+            (features, protocolFeatures) = kept
             return outcome
         case VhostUserRequest.setMemTable:
             let descriptions = try message.memoryRegions()
@@ -209,18 +225,15 @@ public final class VhostUserSession {
         case VhostUserRequest.getVringBase:
             let (index, _) = try message.vringState()
             let ring = try ringIndex(index)
-            if rings[ring].isReady {
-                rings[ring].base = stoppedIndex(ring)
-                outcome.events.append(.ringStopped(ring))
-            }
-            // The ring stops until kicked again (vhost-user.rst: "stopped by GET_VRING_BASE").
+            // Stopped above if it ran; `base` is where the data path stopped, or where it was
+            // last stopped or set. It stays stopped until kicked again (vhost-user.rst).
             rings[ring].kicked = false
             outcome.reply = .reply(
                 to: request,
                 payload: VhostUserMessage.littleEndianBytes(UInt32(ring))
                     + VhostUserMessage.littleEndianBytes(UInt32(rings[ring].base))
             )
-            appendEvents(before: readyBefore, into: &outcome, skipping: ring)
+            appendEvents(before: readyBefore, into: &outcome)
             return outcome
         case VhostUserRequest.setVringKick, VhostUserRequest.setVringCall, VhostUserRequest.setVringErr:
             let value = try message.u64()
@@ -270,14 +283,37 @@ public final class VhostUserSession {
         if message.needsReply && protocolFeatures & Self.protocolReplyAck != 0, outcome.reply == nil, let replyValue {
             outcome.reply = .reply(to: request, payload: VhostUserMessage.littleEndianBytes(replyValue))
         }
-        appendEvents(before: readyBefore, into: &outcome, skipping: nil)
+        appendEvents(before: readyBefore, into: &outcome)
         return outcome
     }
 
-    private func appendEvents(before: [Bool], into outcome: inout Outcome, skipping: Int?) {
-        for index in rings.indices where index != skipping && before[index] != rings[index].isReady {
-            let event: Event = rings[index].isReady ? .ringReady(index) : .ringStopped(index)
-            if !outcome.events.contains(event) { outcome.events.append(event) }
+    /// Rings whose readiness or configuration `message` may change.
+    private func affectedRings(_ message: VhostUserMessage) throws(VhostUserError) -> [Int] {
+        switch message.request {
+        case VhostUserRequest.setMemTable, VhostUserRequest.resetOwner, VhostUserRequest.setFeatures:
+            return Array(rings.indices)
+        case VhostUserRequest.setVringNum, VhostUserRequest.setVringBase, VhostUserRequest.getVringBase,
+            VhostUserRequest.setVringEnable:
+            return [try ringIndex(try message.vringState().index)]
+        case VhostUserRequest.setVringAddr:
+            return [try ringIndex(try message.vringAddress().index)]
+        case VhostUserRequest.setVringKick, VhostUserRequest.setVringCall, VhostUserRequest.setVringErr:
+            return [try ringIndex(UInt32(try message.u64() & 0xFF))]
+        default:
+            return []
+        }
+    }
+
+    /// `ringStopped` for rings that stopped, `ringReady` for rings that can run now, whether
+    /// they just became complete or were stopped above to be reconfigured.
+    private func appendEvents(before: [Bool], into outcome: inout Outcome) {
+        for index in rings.indices {
+            let ready = rings[index].isReady
+            if ready && (!before[index] || stopped.contains(index)) {
+                outcome.events.append(.ringReady(index))
+            } else if !ready && before[index] {
+                outcome.events.append(.ringStopped(index))
+            }
         }
     }
 

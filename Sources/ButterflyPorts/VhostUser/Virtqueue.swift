@@ -108,12 +108,14 @@ public struct Virtqueue {
         var table = descriptors
         var tableSize = Int(size)
         var index = Int(head)
+        // A chain, indirect entries included, holds at most `size` buffers (§2.6.5.3.1: no
+        // chain longer than the queue): more is a loop or a guest wasting our time.
         var steps = 0
         var inIndirect = false
         while true {
             guard index < tableSize else { throw .descriptorOutOfRange }
             steps &+= 1
-            guard steps <= tableSize else { throw .loop }
+            guard steps <= Int(size) &+ 1 else { throw .loop }
             // One read of each field: the guest may rewrite the descriptor meanwhile.
             let entry = table + 16 * index
             let address = UInt64(littleEndian: entry.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
@@ -123,7 +125,7 @@ public struct Virtqueue {
             if flags & Self.flagIndirect != 0 {
                 // §2.6.5.3.1: not nested, not combined with NEXT, a whole number of entries.
                 guard indirectAllowed, !inIndirect, flags & Self.flagNext == 0, length > 0, length % 16 == 0,
-                    length / 16 <= 65536
+                    length / 16 <= UInt32(size)
                 else { throw .badIndirect }
                 guard let indirect = memory.translate(guestPhysical: address, length: UInt64(length)) else {
                     throw .outsideMemory
@@ -131,7 +133,6 @@ public struct Virtqueue {
                 table = indirect
                 tableSize = Int(length / 16)
                 index = 0
-                steps = 0
                 inIndirect = true
                 continue
             }
@@ -226,6 +227,15 @@ public struct Virtqueue {
 
     mutating func unaddUsed(_ count: UInt16) { nextUsed &-= count }
 
+    /// Sets the length of the last `count` used entries (not yet published) to 0.
+    func voidUsed(_ count: UInt16) {
+        var entry = nextUsed &- count
+        while entry != nextUsed {
+            used.storeBytes(of: UInt32(0), toByteOffset: 8 + 8 * Int(entry & (size &- 1)), as: UInt32.self)
+            entry &+= 1
+        }
+    }
+
     /// Publishes the used entries added since the last call; returns whether the guest wants
     /// an interrupt for them (EVENT_IDX: the used index crossed `used_event`; otherwise unless
     /// it set NO_INTERRUPT).
@@ -309,7 +319,7 @@ public struct Virtqueue {
             let head = takeHead()
             pending &-= 1
             let result: (written: Int, frameBytes: Int, numBuffers: NumBuffersField)
-            do {
+            do throws(ChainError) {
                 result = try write(
                     head,
                     header: buffers == 0 ? header : nil,
@@ -318,7 +328,12 @@ public struct Virtqueue {
                     from: position,
                     length: length
                 )
+                // Without MRG_RXBUF one chain must hold the whole frame.
+                guard mergeable || result.frameBytes == length else { throw ChainError.tooLong }
             } catch {
+                // The frame is lost: this chain and those it already filled go back empty, so
+                // the guest never sees a partial frame.
+                voidUsed(buffers)
                 addUsed(head, length: 0)
                 throw error
             }
@@ -326,9 +341,6 @@ public struct Virtqueue {
             addUsed(head, length: UInt32(result.written))
             buffers &+= 1
             position &+= result.frameBytes
-            guard mergeable || position == length else {
-                throw .tooLong  // without MRG_RXBUF one chain must hold the frame
-            }
         } while position < length
         if mergeable {
             numBuffers.0?.storeBytes(of: UInt8(truncatingIfNeeded: buffers), as: UInt8.self)
