@@ -500,7 +500,9 @@ private final class WatchingDataplane: DataplaneBinding {
         let service = makeService(stateStore: StateStore(path: path))
         for id in ["a", "b"] {
             let reply = try Proto_Messages(
-                serializedBytes: service.handle(try Proto_Messages.with { $0.messages = [nicAdd(id)] }.serializedBytes()).reply
+                serializedBytes: service.handle(
+                    try Proto_Messages.with { $0.messages = [nicAdd(id)] }.serializedBytes()
+                ).reply
             )
             #expect(reply.messages[0].message0.response.status.status, "\(reply)")
         }
@@ -524,9 +526,16 @@ private final class WatchingDataplane: DataplaneBinding {
         // The snapshot cannot be written (its temporary name is a directory).
         try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
         #expect(throws: (any Error).self) {
-            try Daemon.restore(StateStore(path: path), into: makeService(stateStore: StateStore(path: path)), recover: true)
+            try Daemon.restore(
+                StateStore(path: path),
+                into: makeService(stateStore: StateStore(path: path)),
+                recover: true
+            )
         }
-        #expect(try String(contentsOfFile: path, encoding: .utf8) == text, "the damaged file stays until recovery saves")
+        #expect(
+            try String(contentsOfFile: path, encoding: .utf8) == text,
+            "the damaged file stays until recovery saves"
+        )
         let siblings = try FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent)
         #expect(!siblings.contains { $0.hasPrefix((path as NSString).lastPathComponent + ".damaged") })
         // Once it can save, recovery keeps n1 and sets the damaged bytes aside.
