@@ -30,11 +30,16 @@ public final class Worker: @unchecked Sendable {
         /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
         /// per port, so this stays small: waking costs that many calls per port).
         public var idlePollsBeforeSleep = 16
-        /// MAC entries per VNI before its table first grows, and the entries its largest
-        /// table is sized for (2^18: 2^19 slots, 8 MiB, learning up to 3/4 of them); beyond, the
-        /// VNI floods unknown destinations (MACTable).
-        public var macTableCapacity = 4096
+        /// MAC entries per VNI before its table first grows (48: 64 slots, 1 KiB, so thousands
+        /// of VNIs of a few NICs cost a few MiB; a table grows after the pass that half filled
+        /// it), and the entries its largest table is sized for (2^18: 2^19 slots, 8 MiB,
+        /// learning up to 3/4 of them); beyond, the VNI floods unknown destinations (MACTable).
+        public var macTableCapacity = 48
         public var macTableMaximum = 1 << 18
+        /// MAC-table slots examined for aging once a second (a round over every table is
+        /// spread over as many seconds as it needs: never a pause; entries age after
+        /// `macAgeSeconds` anyway, the sweep only frees their slots).
+        public var macAgingBudget = 1 << 16
         /// MAC-table slots across every VNI of the worker (16 bytes each: 64 MiB): a hostile
         /// underlay spraying inner MACs into many VNIs cannot grow memory past it.
         public var macTableSlotBudget = 1 << 22
@@ -240,7 +245,10 @@ public final class Worker: @unchecked Sendable {
                     }
                 }
             }
-            if work > 0 { flush() }
+            if work > 0 {
+                flush()
+                growTables()
+            }
             emptyPolls = work > 0 ? 0 : settings.idlePollsBeforeSleep
         }
     }
@@ -275,8 +283,16 @@ public final class Worker: @unchecked Sendable {
             work &+= underlay.poll(self)
         }
         flush()
+        growTables()
         if connections.count > 0 { collectConnections(budget: settings.connectionCollectBudget) }
         return work
+    }
+
+    /// Grows the MAC tables that filled half their slots during the pass.
+    @inline(__always)
+    func growTables() {
+        guard switches.growthRequestCount > 0 else { return }
+        switches.growRequested(minimumCapacity: settings.macTableCapacity, slotBudget: settings.macTableSlotBudget)
     }
 
     /// Removes expired connections and those of NICs that are gone, `budget` entries at most.
@@ -327,18 +343,13 @@ public final class Worker: @unchecked Sendable {
     /// and collect expired connections without waiting for the clock).
     func sweep() {
         lastSweep = now
-        var tableSlots = 0
-        for index in switches.indices { tableSlots &+= switches.storage[Int(index)].table.slotCount }
-        for index in switches.indices {
-            let network = switches.storage + Int(index)
-            network.pointee.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
-            // Doubling adds the table's own slots: only within the budget.
-            let room = settings.macTableSlotBudget &- tableSlots &- network.pointee.table.slotCount
-            tableSlots &+= network.pointee.table.resize(
-                minimumCapacity: settings.macTableCapacity,
-                growthAllowed: room >= 0
-            )
-        }
+        switches.age(
+            now: now,
+            ageLimit: settings.macAgeSeconds,
+            budget: settings.macAgingBudget,
+            minimumCapacity: settings.macTableCapacity,
+            slotBudget: settings.macTableSlotBudget
+        )
         // Ports count their own drops in plain fields (one writer, this thread); publish them
         // where the control plane reads, once a second.
         collectConnections(budget: settings.connectionCollectBudget * 256)
