@@ -158,6 +158,7 @@ func milliseconds(since start: UInt64) -> Double {
             )
         )
     }
+    guard deletes > 0 else { return }
     var latencies: [Double] = []
     for index in 0..<min(deletes, count) {
         let before = DispatchTime.now().uptimeNanoseconds
