@@ -30,6 +30,11 @@ public final class Worker: @unchecked Sendable {
         /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
         /// per port, so this stays small: waking costs that many calls per port).
         public var idlePollsBeforeSleep = 16
+        /// Frames a pass or a wake-up from epoll must bring for the worker to (keep) busy-poll
+        /// every port; fewer are served from epoll alone. Each busy pass is a receive call per
+        /// port: on a host of 4,096 idle taps the kernel's own chatter on them (IPv6 router
+        /// solicitations, MLD reports) kept the worker polling every port, 65 % of a core.
+        public var busyPollThreshold = 32
         /// MAC entries per VNI before its table first grows (48: 64 slots, 1 KiB, so thousands
         /// of VNIs of a few NICs cost a few MiB; a table grows after the pass that half filled
         /// it), and the entries its largest table is sized for (2^18: 2^19 slots, 8 MiB,
@@ -219,16 +224,23 @@ public final class Worker: @unchecked Sendable {
             now = Self.monotonicSeconds()
             firewall.now = now
             if now != lastSweep { sweep() }
-            if pollOnce() > 0 {
-                emptyPolls = 0
-                continue
+            // Asleep (`emptyPolls` at the threshold), the worker goes straight back to epoll:
+            // a pass over every port after each wake-up made a trickle of frames on a few of
+            // thousands of ports cost a receive call on all of them. Never asleep with an
+            // adoption in progress: its next chunk is due on the next pass.
+            if emptyPolls < settings.idlePollsBeforeSleep || adopting != nil {
+                // A pass that brings a few frames counts as empty: busy polling pays only for
+                // traffic, not for a trickle spread over many ports.
+                if pollOnce() >= busyThreshold {
+                    emptyPolls = 0
+                    continue
+                }
+                emptyPolls += 1
+                guard emptyPolls >= settings.idlePollsBeforeSleep, adopting == nil else { continue }
             }
-            emptyPolls += 1
-            // Never asleep with an adoption in progress: its next chunk is due on the next pass.
-            guard emptyPolls >= settings.idlePollsBeforeSleep, adopting == nil else { continue }
             // Idle: sleep until a port or the mailbox is readable (or a second passes, to age
             // tables), then serve only the ports that woke us. Busy polling of every port
-            // resumes only if traffic keeps coming.
+            // resumes only if a wake-up brings `busyPollThreshold` frames.
             let ready = epoll_wait(epollFD, &events, Int32(events.count), 1000)
             var work = 0
             for index in 0..<max(0, Int(ready)) {
@@ -249,9 +261,14 @@ public final class Worker: @unchecked Sendable {
                 flush()
                 growTables()
             }
-            emptyPolls = work > 0 ? 0 : settings.idlePollsBeforeSleep
+            emptyPolls = work >= busyThreshold ? 0 : settings.idlePollsBeforeSleep
         }
     }
+
+    /// Frames a pass or a wake-up must bring to make busy polling pay: `busyPollThreshold`,
+    /// and an eighth of the ports (a pass costs a receive call on each; with thousands of
+    /// ports and one busy guest, epoll serving the busy port alone is the cheaper loop).
+    var busyThreshold: Int { max(settings.busyPollThreshold, slots.count / 8) }
 
     /// Runs one iteration of the worker loop on the calling thread instead of `start()`:
     /// adopts a pending configuration, then one pass over every port. For benchmarks and
