@@ -2,8 +2,14 @@
 // socket against a running butterflyd, at empty and at 10,000 NICs + 10,000 rules.
 //
 //   butterfly-api-bench ENDPOINT [NICS] [RULES] [SAMPLES]
+//   butterfly-api-bench ENDPOINT --rule-growth [RULES=100000]
+//   butterfly-api-bench ENDPOINT --taps|--tap-deletes COUNT PREFIX DELETES
 //
 // Run by scripts/bench-api, which starts a release daemon and reports its resident memory.
+// `--rule-growth` adds rules one request at a time to a group no NIC carries and prints the
+// cost of 1,000 adds at several sizes; `--taps` adds COUNT TAP NICs (named PREFIX<n>) in COUNT
+// VNIs in batches of 100, then times single `nic_del`s of DELETES of them (`--tap-deletes`:
+// of NICs added before).
 import ButterflyControl
 import ButterflyProtocol
 import Foundation
@@ -14,9 +20,10 @@ guard arguments.count >= 2 else {
     exit(2)
 }
 let endpoint = arguments[1]
-let nicCount = arguments.count > 2 ? Int(arguments[2])! : 10_000
-let ruleCount = arguments.count > 3 ? Int(arguments[3])! : 10_000
-let samples = arguments.count > 4 ? Int(arguments[4])! : 5_000
+let mode = arguments.count > 2 && arguments[2].hasPrefix("--") ? arguments[2] : nil
+let nicCount = mode == nil && arguments.count > 2 ? Int(arguments[2])! : 10_000
+let ruleCount = mode == nil && arguments.count > 3 ? Int(arguments[3])! : 10_000
+let samples = mode == nil && arguments.count > 4 ? Int(arguments[4])! : 5_000
 
 let context = ZMQContext()
 let socket = try ZMQSocket(context: context, kind: .request)
@@ -36,7 +43,13 @@ try socket.connect(endpoint)
 func nic(_ index: Int) -> MessageV0.Request {
     MessageV0.Request.with {
         $0.nicAdd.id = "bench-nic-\(index)"
-        $0.nicAdd.mac = String(format: "52:54:%02x:%02x:%02x:%02x", (index >> 24) & 255, (index >> 16) & 255, (index >> 8) & 255, index & 255)
+        $0.nicAdd.mac = String(
+            format: "52:54:%02x:%02x:%02x:%02x",
+            (index >> 24) & 255,
+            (index >> 16) & 255,
+            (index >> 8) & 255,
+            index & 255
+        )
         $0.nicAdd.vni = UInt32(index % 4096)
         $0.nicAdd.ip = ["10.\((index >> 16) & 255).\((index >> 8) & 255).\(index & 255)"]
         $0.nicAdd.securityGroup = ["sg-\(index % 100)"]
@@ -70,8 +83,114 @@ func rule(_ index: Int) -> MessageV0.Request {
     func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
     print(
         String(
-            format: "%@ %9.0f req/s   p50 %7.1f µs   p99 %7.1f µs   (%d requests)", name.padding(toLength: 36, withPad: " ", startingAt: 0) as NSString,
-            Double(count) / seconds, percentile(0.5), percentile(0.99), count))
+            format: "%@ %9.0f req/s   p50 %7.1f µs   p99 %7.1f µs   (%d requests)",
+            name.padding(toLength: 36, withPad: " ", startingAt: 0) as NSString,
+            Double(count) / seconds,
+            percentile(0.5),
+            percentile(0.99),
+            count
+        )
+    )
+}
+
+func milliseconds(since start: UInt64) -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+}
+
+/// Single `sg_rule_add`s into one group that no NIC carries, from 0 to `total` rules.
+@MainActor func ruleGrowth(total: Int) throws {
+    let marks = Set([0, 10_000, 50_000, 99_000].filter { $0 + 1000 <= total })
+    let start = DispatchTime.now().uptimeNanoseconds
+    var index = 0
+    while index < total {
+        let blockStart = DispatchTime.now().uptimeNanoseconds
+        let block = min(1000, total - index)
+        for offset in 0..<block {
+            let number = index + offset
+            _ = try exchange([
+                MessageV0.Request.with {
+                    $0.sgRuleAdd.sgID = "growth"
+                    $0.sgRuleAdd.rule.direction = .inbound
+                    $0.sgRuleAdd.rule.protocol = 6
+                    $0.sgRuleAdd.rule.portStart = UInt32(1 + number % 60000)
+                    $0.sgRuleAdd.rule.portEnd = UInt32(1 + number % 60000)
+                    $0.sgRuleAdd.rule.cidr.address = "10.\((number >> 16) & 255).\((number >> 8) & 255).\(number & 255)"
+                    $0.sgRuleAdd.rule.cidr.maskSize = 32
+                }
+            ])
+        }
+        if marks.contains(index) {
+            print(
+                String(
+                    format: "1,000 sg_rule_add at %6d rules (group on no NIC): %8.1f ms",
+                    index,
+                    milliseconds(since: blockStart)
+                )
+            )
+        }
+        index += block
+    }
+    print(String(format: "%d single sg_rule_add from an empty group: %.2f s", total, milliseconds(since: start) / 1000))
+}
+
+/// TAP NICs, each in its own VNI: time to add them all, then single deletes.
+@MainActor func taps(count: Int, prefix: String, add: Bool, deletes: Int) throws {
+    func tap(_ index: Int) -> MessageV0.Request {
+        MessageV0.Request.with {
+            $0.nicAdd.id = "\(prefix)\(index)"
+            $0.nicAdd.type = .tap
+            $0.nicAdd.mac = String(format: "52:56:00:00:%02x:%02x", (index >> 8) & 255, index & 255)
+            $0.nicAdd.vni = UInt32(index)
+            $0.nicAdd.ip = ["198.18.\((index >> 8) & 255).\(index & 255)"]
+        }
+    }
+    if add {
+        let start = DispatchTime.now().uptimeNanoseconds
+        for batch in stride(from: 0, to: count, by: 100) {
+            _ = try exchange((batch..<min(batch + 100, count)).map(tap))
+        }
+        print(
+            String(
+                format: "added %d TAP NICs in %d VNIs (batches of 100): %.2f s",
+                count,
+                count,
+                milliseconds(since: start) / 1000
+            )
+        )
+    }
+    guard deletes > 0 else { return }
+    var latencies: [Double] = []
+    for index in 0..<min(deletes, count) {
+        let before = DispatchTime.now().uptimeNanoseconds
+        _ = try exchange([MessageV0.Request.with { $0.nicDel = "\(prefix)\(count - 1 - index)" }])
+        latencies.append(milliseconds(since: before))
+        usleep(20_000)  // an orchestrator's pace, and the worker goes back to sleep
+    }
+    latencies.sort()
+    print(
+        String(
+            format: "nic_del of a TAP NIC (at %d): p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d deletes)",
+            count,
+            latencies[latencies.count / 2],
+            latencies[latencies.count * 99 / 100],
+            latencies.last!,
+            latencies.count
+        )
+    )
+}
+
+switch mode {
+case "--rule-growth":
+    try ruleGrowth(total: arguments.count > 3 ? Int(arguments[3])! : 100_000)
+    exit(0)
+case "--taps", "--tap-deletes":
+    try taps(count: Int(arguments[3])!, prefix: arguments[4], add: mode == "--taps", deletes: Int(arguments[5])!)
+    exit(0)
+case nil:
+    break
+default:
+    print("unknown mode \(mode!)")
+    exit(2)
 }
 
 // Empty daemon: the cost of a change with nothing loaded.
@@ -91,7 +210,9 @@ print(String(format: "loaded %d NICs and %d rules in %.2f s", nicCount, ruleCoun
 
 try measure("nic_add (at \(nicCount) NICs)") { nic(2_000_000 + $0) }
 try measure("sg_rule_add (at \(ruleCount) rules)") { rule(2_000_000 + $0) }
-try measure("nic_details one (at \(nicCount) NICs)") { index in MessageV0.Request.with { $0.nicDetails = "bench-nic-\(index)" } }
+try measure("nic_details one (at \(nicCount) NICs)") { index in
+    MessageV0.Request.with { $0.nicDetails = "bench-nic-\(index)" }
+}
 try measure("app_status", count: 1000) { _ in MessageV0.Request.with { $0.appStatus = true } }
 try measure("nic_list (\(nicCount + samples) ids)", count: 200) { _ in MessageV0.Request.with { $0.nicList = true } }
 
@@ -132,11 +253,21 @@ for index in 0..<200 {
     _ = try exchange([bigRule(20_000 + index)])
     changeLatencies.append(Double(DispatchTime.now().uptimeNanoseconds - before) / 1000)
     usleep(2000)
-    pauses.append(try exchange([MessageV0.Request.with { $0.appStatus = true }]).messages[0].message0.response.appStatus.lastAdoptionUs)
+    pauses.append(
+        try exchange([MessageV0.Request.with { $0.appStatus = true }]).messages[0].message0.response.appStatus
+            .lastAdoptionUs
+    )
 }
 changeLatencies.sort()
 pauses.sort()
 print(
     String(
-        format: "sg_rule_add, group of 10,000 rules on 100 NICs: p50 %.1f µs, p99 %.1f µs, max %.1f µs; worker pause to adopt: p50 %d µs, max %d µs",
-        changeLatencies[100], changeLatencies[197], changeLatencies[199], pauses[100], pauses[199]))
+        format:
+            "sg_rule_add, group of 10,000 rules on 100 NICs: p50 %.1f µs, p99 %.1f µs, max %.1f µs; worker pause to adopt: p50 %d µs, max %d µs",
+        changeLatencies[100],
+        changeLatencies[197],
+        changeLatencies[199],
+        pauses[100],
+        pauses[199]
+    )
+)

@@ -375,6 +375,44 @@ private func tcpRule(_ ports: ClosedRange<UInt16>, from cidr: String = "10.0.0.0
         #expect(model.securityGroups["sg"].map { Array($0.rules) } == rules)
     }
 
+    @Test func rulesChangeInPlaceWhileASnapshotSharesThem() {
+        var model = Model()
+        let rules = (1...300).map { tcpRule(UInt16($0)...UInt16($0)) }
+        for rule in rules { model.addRule(rule, toSecurityGroup: "sg") }
+        // What the reconciler hands the data plane: the same storage, not a copy.
+        let snapshot = model.securityGroups["sg"]!.rules
+        model.deleteRule(rules[10], fromSecurityGroup: "sg")
+        model.addRule(rules[10], toSecurityGroup: "sg")  // back, at the end
+        model.addRule(tcpRule(9999...9999), toSecurityGroup: "sg")
+        #expect(Array(snapshot) == rules, "the snapshot keeps the rules as they were")
+        let expected = rules.filter { $0 != rules[10] } + [rules[10], tcpRule(9999...9999)]
+        #expect(model.securityGroups["sg"].map { Array($0.rules) } == expected)
+        #expect(model.securityGroups["sg"]?.rules == RuleSet(expected))
+        #expect(model.securityGroups["sg"]?.rules != RuleSet(rules + [tcpRule(9999...9999)]), "order counts")
+    }
+
+    @Test func ruleSetCountsTheGroupsItReferences() {
+        var rules = RuleSet()
+        let peer = FirewallRule(
+            direction: .inbound,
+            ipProtocol: 6,
+            ports: 22...22,
+            peer: .members(ofSecurityGroup: "web")
+        )
+        var other = peer
+        other.ports = 80...80
+        rules.append(peer)
+        rules.append(other)
+        rules.append(tcpRule(22...22))
+        #expect(rules.referencedGroups["web"] == 2)
+        rules.remove(peer)
+        #expect(rules.referencedGroups["web"] == 1)
+        #expect(rules.remove(peer) == nil)
+        rules.remove(other)
+        #expect(rules.referencedGroups.isEmpty)
+        #expect(rules.count == 1)
+    }
+
     @Test func deleteRuleIsAnExactMatch() {
         var model = Model()
         model.addRule(tcpRule(22...22), toSecurityGroup: "sg")

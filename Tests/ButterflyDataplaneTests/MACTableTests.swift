@@ -1,5 +1,6 @@
-import ButterflyDataplane
 import Testing
+
+@testable import ButterflyDataplane
 
 @Suite struct MACTableTests {
     @Test func learnsLooksUpAndAges() {
@@ -112,5 +113,86 @@ import Testing
         }
         #expect(table.count == 24)
         #expect(table.capacity == 24)
+    }
+
+    @Test func learnAsksToGrowOnceWhenHalfFull() {
+        var table = MACTable(capacity: 48, maximumCapacity: 1024)
+        defer { table.deallocate() }
+        #expect(table.slotCount == 64)
+        var asks: [Int] = []
+        for mac in UInt64(1)...40 where table.learn(mac, location: 0, now: 1) { asks.append(table.count) }
+        #expect(asks == [32], "the insertion that fills half of 64 slots, once")
+        let refreshAsks = table.learn(1, location: 2, now: 2)
+        #expect(!refreshAsks, "a refresh never asks")
+        #expect(table.resize(minimumCapacity: 48) == 64)
+        #expect(table.slotCount == 128)
+        for mac in UInt64(1)...40 { #expect(table.lookup(mac, now: 2, ageLimit: 300) >= 0) }
+    }
+
+    @Test func resumableSweepSpreadsARoundOverCalls() {
+        var table = MACTable(capacity: 1000)
+        defer { table.deallocate() }
+        for mac in UInt64(1)...1000 { table.learn(mac, location: 0, now: mac % 2 == 0 ? 10 : 500) }
+        var calls = 0
+        var next: Int? = 0
+        while let start = next {
+            next = table.sweep(from: start, budget: 256, now: 600, ageLimit: 300)
+            calls += 1
+        }
+        #expect(calls > 2, "\(table.slotCount) slots in steps of at most 256")
+        // The even MACs aged out; a shifted entry that wrapped past the end waits a round.
+        _ = table.sweep(from: 0, budget: .max, now: 600, ageLimit: 300)
+        #expect(table.count == 500)
+        for mac in UInt64(1)...1000 {
+            #expect(table.lookup(mac, now: 600, ageLimit: 300) == (mac % 2 == 0 ? -1 : 0))
+        }
+        #expect(table.sweep(from: 0, budget: 1, now: 600, ageLimit: 300) == 1, "one slot per budget unit")
+    }
+
+    @Test func anEmptyTableCostsOneStep() {
+        var table = MACTable(capacity: 1 << 16)
+        defer { table.deallocate() }
+        #expect(table.sweep(from: 0, budget: 1, now: 1, ageLimit: 300) == nil)
+    }
+
+    @Test func switchesGrowOnRequestWithinTheBudgetAndAgeInSteps() {
+        let switches = VNISwitches(capacity: 16)
+        let minimum = 48
+        for vni in UInt32(0)..<8 {
+            _ = switches.join(vni: vni, slot: Int(vni)) { MACTable(capacity: minimum, maximumCapacity: 4096) }
+        }
+        #expect(switches.totalSlots == 8 * 64)
+        let index = switches.index(of: 3)
+        let table = switches.storage + Int(index)
+        for mac in UInt64(1)...32 where table.pointee.table.learn(mac, location: 3, now: 1) {
+            switches.requestGrowth(index)
+        }
+        #expect(switches.growthRequestCount == 1)
+        // A budget of 8 * 64 + 64 slots: one doubling fits, a second does not.
+        switches.growRequested(minimumCapacity: minimum, slotBudget: 8 * 64 + 64)
+        #expect(table.pointee.table.slotCount == 128)
+        #expect(switches.totalSlots == 8 * 64 + 64)
+        for mac in UInt64(33)...64 where table.pointee.table.learn(mac, location: 3, now: 1) {
+            switches.requestGrowth(index)
+        }
+        switches.growRequested(minimumCapacity: minimum, slotBudget: 8 * 64 + 64)
+        #expect(table.pointee.table.slotCount == 128, "the budget holds")
+
+        // Aging: every entry is old; a budget of 100 slots takes several calls for the round,
+        // and the emptied table halves back to its start.
+        var calls = 1
+        while !switches.age(now: 1000, ageLimit: 300, budget: 100, minimumCapacity: minimum, slotBudget: 1 << 20) {
+            calls += 1
+        }
+        #expect(calls > 1)
+        #expect(table.pointee.table.count == 0)
+        #expect(table.pointee.table.slotCount == 64)
+        #expect(switches.totalSlots == 8 * 64)
+
+        // A switch that goes takes its slots and any queued request with it.
+        switches.requestGrowth(index)
+        switches.leave(vni: 3, slot: 3, now: 1000, ageLimit: 300)
+        #expect(switches.growthRequestCount == 0)
+        #expect(switches.totalSlots == 7 * 64)
     }
 }

@@ -144,6 +144,43 @@ struct LocalSwitchingTests {
         #expect(flood.stdout.contains(" 0% packet loss"), "\(flood.stdout)")
     }
 
+    /// Frames a guest sends faster than the daemon reads them overflow the tap's queue in the
+    /// kernel; the interface's count of them (read in the guest's namespace) is the NIC's
+    /// `kernel-receive` drops. The daemon is stopped (SIGSTOP) while the guest sends twice the
+    /// queue's 10,000 frames, so the overflow does not depend on timing.
+    @Test func tapQueueOverflowIsCountedAsKernelReceive() throws {
+        let a = try vm("qa", mac: "52:54:00:00:07:0a", vni: 70, ipv4: "198.51.100.1/24")
+        #expect((try nicCounters(daemon, a)["drop kernel-receive"] ?? 0) == 0)
+        let sender = """
+            import socket
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            s.bind(("\(a)", 0))
+            frame = bytes.fromhex("ffffffffffff52540000070a88b5") + bytes(50)
+            sent = 0
+            for _ in range(20000):
+                try:
+                    s.send(frame)
+                    sent += 1
+                except OSError:
+                    pass
+            print(sent)
+            """
+        let script = daemon.directory.path + "/sender.py"
+        try sender.write(toFile: script, atomically: true, encoding: .utf8)
+        kill(daemon.child.pid, SIGSTOP)
+        let sent = try namespaces.exec(a, "python3 \(script)")
+        kill(daemon.child.pid, SIGCONT)
+        #expect(sent.status == 0, "\(sent)")
+        var dropped = 0
+        #expect(
+            try waitUntil(timeout: 10) {
+                dropped = try nicCounters(daemon, a)["drop kernel-receive"] ?? 0
+                return dropped >= 5000
+            },
+            "kernel-receive \(dropped) after \(sent.stdout) frames sent into a queue of 10,000"
+        )
+    }
+
     /// A guest whose interface is down cannot take frames: each one the daemon could not
     /// write is counted as that NIC's `transmit-failed` drop, and nothing else is disturbed.
     @Test func framesAGuestCannotTakeAreCountedAsTransmitFailed() throws {

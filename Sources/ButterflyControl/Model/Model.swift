@@ -98,6 +98,11 @@ public struct Model: Equatable, Sendable {
     }
 
     /// Adds a rule, creating the group if needed; a rule already there is a no-op.
+    ///
+    /// The group is changed in place through the dictionary (its `_modify` accessor), never
+    /// read out, changed and stored back: a copy would hold a second reference to the rules
+    /// and turn the append into a copy of the whole group. The rules themselves are shared
+    /// with the data plane's snapshot, and a `RuleSet` change copies only its path: O(log n).
     @discardableResult
     public mutating func addRule(_ rule: FirewallRule, toSecurityGroup id: String) -> ModelChange {
         let created = securityGroups[id] == nil
@@ -105,7 +110,8 @@ public struct Model: Equatable, Sendable {
         return created || inserted ? .securityGroup(id) : .none
     }
 
-    /// Removes the rule that equals `rule` exactly; a missing group or rule is a no-op.
+    /// Removes the rule that equals `rule` exactly; a missing group or rule is a no-op. In
+    /// place, like `addRule`.
     @discardableResult
     public mutating func deleteRule(_ rule: FirewallRule, fromSecurityGroup id: String) -> ModelChange {
         guard securityGroups[id]?.rules.remove(rule) != nil else { return .none }

@@ -1,4 +1,5 @@
 import ButterflyDataplane
+import HashTreeCollections
 
 /// Turns the desired state into the data plane's immutable configuration, one change at a time.
 ///
@@ -52,13 +53,18 @@ public struct Reconciler: Sendable {
             }
             changedNICs = [id]
         case .securityGroup(let id):
-            if let old = snapshot.securityGroups[id] {
-                for case .members(let referenced) in old.rules.map(\.peer) { groupsReferencing[referenced]?.remove(id) }
-            }
+            // The model's rules are shared, not converted, and the groups they reference are
+            // counted by the rule set: a change to a group no NIC carries costs O(log n) in
+            // its rules (the members are still converted: O(members)).
             let group = model.securityGroups[id].map {
-                SecurityGroupConfig(id: $0.id, rules: Array($0.rules), members: Set($0.members))
+                SecurityGroupConfig(id: $0.id, rules: $0.rules, members: Set($0.members))
             }
-            for case .members(let referenced) in (group?.rules ?? []).map(\.peer) {
+            let referencedBefore = snapshot.securityGroups[id]?.rules.referencedGroups ?? [:]
+            let referencedAfter = group?.rules.referencedGroups ?? [:]
+            for referenced in referencedBefore.keys where referencedAfter[referenced] == nil {
+                groupsReferencing[referenced]?.remove(id)
+            }
+            for referenced in referencedAfter.keys where referencedBefore[referenced] == nil {
                 groupsReferencing[referenced, default: []].insert(id)
             }
             snapshot.securityGroups[id] = group

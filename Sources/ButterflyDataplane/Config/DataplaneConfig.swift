@@ -100,15 +100,20 @@ public struct NICConfig: Sendable, Equatable {
     }
 }
 
-/// One security group: its rules and member addresses.
+/// One security group: its rules and member addresses. The rules are the model's own
+/// `RuleSet`, shared, not copied: a snapshot costs O(1) per group change (RuleSet.swift).
 public struct SecurityGroupConfig: Sendable, Equatable {
     public var id: String
-    public var rules: [FirewallRule]
+    public var rules: RuleSet
     public var members: Set<IPAddress>
 
-    public init(id: String, rules: [FirewallRule], members: Set<IPAddress>) {
+    public init(id: String, rules: RuleSet, members: Set<IPAddress>) {
         self.id = id
         self.rules = rules
         self.members = members
+    }
+
+    public init(id: String, rules: [FirewallRule], members: Set<IPAddress>) {
+        self.init(id: id, rules: RuleSet(rules), members: members)
     }
 }

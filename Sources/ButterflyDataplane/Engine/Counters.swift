@@ -27,7 +27,9 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case portReceive
     /// Dropped by the kernel before the underlay port: its receive ring was full (the worker
     /// fell behind), or a frame the virtio-net header cannot describe (a GSO type other than
-    /// TCP or UDP). Read from the socket once a second.
+    /// TCP or UDP). Read from the socket once a second. For a tap NIC: guest frames that
+    /// overflowed the tap's queue toward the daemon (the interface's `tx_dropped`), written by
+    /// the control plane when it reads the NIC's counters (the worker never counts it there).
     case kernelReceive
     /// An IP header, extension header or upper-layer header whose lengths do not hold up.
     case malformedIP

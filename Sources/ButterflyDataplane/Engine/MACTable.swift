@@ -2,11 +2,16 @@
 /// lookups and updates on the packet path never allocate. Entries age out: an entry not
 /// refreshed for `ageLimit` ticks is treated as absent and its slot reused.
 ///
-/// The table starts at `capacity` and, through `resize` (once a second, off the packet path),
-/// doubles when half full, up to the slots `maximumCapacity` needs, and halves again when
-/// below 1/8 full, down to its start. A table at 3/4 load stops learning until it grows, and at
-/// its largest for good: the VNI floods unknown destinations, nothing fails. The bound exists
-/// because the network side can claim any inner source MAC.
+/// The table starts small (`capacity`: a VNI of a few NICs costs a kilobyte, so thousands of
+/// VNIs stay cheap) and grows on demand: `learn` reports the insertion that fills half the
+/// slots, and the worker doubles the table after that pass (`resize`, never on the packet
+/// path), up to the slots `maximumCapacity` needs; a table below 1/8 full halves again, down
+/// to its start. A table at 3/4 load stops learning until it grows, and at its largest for
+/// good: the VNI floods unknown destinations, nothing fails. The bound exists because the
+/// network side can claim any inner source MAC.
+///
+/// Aging (`sweep(from:budget:…)`) is resumable: the worker spreads a round over all tables
+/// across its passes, a bounded number of slots at a time, so it never pauses for it.
 ///
 /// ```
 ///  slot: key (MAC + 1, 0 = empty) │ location (Int32) │ lastSeen (tick)
@@ -81,9 +86,11 @@ public struct MACTable {
         }
     }
 
-    /// Records that `mac` was seen at `location` now.
+    /// Records that `mac` was seen at `location` now. Returns true when this insertion filled
+    /// half the slots: the table wants to grow (the caller asks the worker to, after the pass).
     @inlinable
-    public mutating func learn(_ mac: UInt64, location: Int32, now: UInt32) {
+    @discardableResult
+    public mutating func learn(_ mac: UInt64, location: Int32, now: UInt32) -> Bool {
         let key = mac &+ 1
         var slot = Self.hash(mac) & mask
         while true {
@@ -91,15 +98,15 @@ public struct MACTable {
             if found == key {
                 locations[slot] = location
                 lastSeen[slot] = now
-                return
+                return false
             }
             if found == 0 {
-                guard Int(storedCount) < (mask + 1) * 3 / 4 else { return }  // full: flood
+                guard Int(storedCount) < (mask + 1) * 3 / 4 else { return false }  // full: flood
                 keys[slot] = key
                 locations[slot] = location
                 lastSeen[slot] = now
                 storedCount &+= 1
-                return
+                return Int(storedCount) == (mask + 1) / 2
             }
             slot = (slot &+ 1) & mask
         }
@@ -110,10 +117,12 @@ public struct MACTable {
 
     /// Doubles the table when it is half full (unless at its maximum or `growthAllowed` is
     /// false: the worker's budget across VNIs), halves it when below 1/8 full (not below
-    /// `minimumCapacity`'s slots). The worker calls it once a second, with aging, never on the
-    /// packet path: `learn` stays a fixed-size probe (measured: a growth call inside `learn`
-    /// halved the switch stage, 4.2 → 8.9 ns). Between two calls a table still takes a quarter
-    /// of its slots in new MACs before it floods. Returns the change in slots.
+    /// `minimumCapacity`'s slots). The worker calls it after a pass in which `learn` asked for
+    /// growth and after each aging round of the table, never on the packet path: `learn` stays
+    /// a fixed-size probe (measured: a growth call inside `learn` halved the switch stage,
+    /// 4.2 → 8.9 ns). Within one pass a table still takes a quarter of its slots in new MACs
+    /// before it floods. Costs O(slots), which is O(entries): a table is at least 1/8 full or
+    /// at its start. Returns the change in slots.
     @discardableResult
     public mutating func resize(minimumCapacity: Int, growthAllowed: Bool = true) -> Int {
         let size = mask + 1
@@ -148,7 +157,7 @@ public struct MACTable {
     }
 
     /// Removes entries older than `ageLimit` and those whose location matches `forget`
-    /// (a deleted NIC). Runs outside the packet path (once per aging tick).
+    /// (a deleted NIC), in the whole table. Runs outside the packet path.
     public mutating func sweep(now: UInt32, ageLimit: UInt32, forget: (Int32) -> Bool = { _ in false }) {
         var slot = 0
         while slot <= mask {
@@ -158,6 +167,26 @@ public struct MACTable {
             }
             slot += 1
         }
+    }
+
+    /// Removes entries older than `ageLimit` in at most `budget` slots from `start`; returns the
+    /// slot to resume from, or nil when the table's end was reached. An entry that a removal
+    /// shifts across the end of the table (backward shifting wraps) waits for the next round;
+    /// `lookup` already treats aged entries as absent, so a late sweep only delays reuse.
+    public mutating func sweep(from start: Int, budget: Int, now: UInt32, ageLimit: UInt32) -> Int? {
+        guard storedCount > 0 else { return nil }
+        var slot = start
+        var examined = 0
+        while slot <= mask {
+            guard examined < budget else { return slot }
+            examined &+= 1
+            if keys[slot] != 0 && now &- lastSeen[slot] > ageLimit {
+                remove(at: slot)
+                continue  // the slot now holds a shifted entry: check it again
+            }
+            slot &+= 1
+        }
+        return nil
     }
 
     /// Backward-shift deletion (Knuth 6.4, algorithm R).

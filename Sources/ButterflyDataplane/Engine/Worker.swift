@@ -30,11 +30,21 @@ public final class Worker: @unchecked Sendable {
         /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
         /// per port, so this stays small: waking costs that many calls per port).
         public var idlePollsBeforeSleep = 16
-        /// MAC entries per VNI before its table first grows, and the entries its largest
-        /// table is sized for (2^18: 2^19 slots, 8 MiB, learning up to 3/4 of them); beyond, the
-        /// VNI floods unknown destinations (MACTable).
-        public var macTableCapacity = 4096
+        /// Frames a pass or a wake-up from epoll must bring for the worker to (keep) busy-poll
+        /// every port; fewer are served from epoll alone. Each busy pass is a receive call per
+        /// port: on a host of 4,096 idle taps the kernel's own chatter on them (IPv6 router
+        /// solicitations, MLD reports) kept the worker polling every port, 65 % of a core.
+        public var busyPollThreshold = 32
+        /// MAC entries per VNI before its table first grows (48: 64 slots, 1 KiB, so thousands
+        /// of VNIs of a few NICs cost a few MiB; a table grows after the pass that half filled
+        /// it), and the entries its largest table is sized for (2^18: 2^19 slots, 8 MiB,
+        /// learning up to 3/4 of them); beyond, the VNI floods unknown destinations (MACTable).
+        public var macTableCapacity = 48
         public var macTableMaximum = 1 << 18
+        /// MAC-table slots examined for aging once a second (a round over every table is
+        /// spread over as many seconds as it needs: never a pause; entries age after
+        /// `macAgeSeconds` anyway, the sweep only frees their slots).
+        public var macAgingBudget = 1 << 16
         /// MAC-table slots across every VNI of the worker (16 bytes each: 64 MiB): a hostile
         /// underlay spraying inner MACs into many VNIs cannot grow memory past it.
         public var macTableSlotBudget = 1 << 22
@@ -214,16 +224,23 @@ public final class Worker: @unchecked Sendable {
             now = Self.monotonicSeconds()
             firewall.now = now
             if now != lastSweep { sweep() }
-            if pollOnce() > 0 {
-                emptyPolls = 0
-                continue
+            // Asleep (`emptyPolls` at the threshold), the worker goes straight back to epoll:
+            // a pass over every port after each wake-up made a trickle of frames on a few of
+            // thousands of ports cost a receive call on all of them. Never asleep with an
+            // adoption in progress: its next chunk is due on the next pass.
+            if emptyPolls < settings.idlePollsBeforeSleep || adopting != nil {
+                // A pass that brings a few frames counts as empty: busy polling pays only for
+                // traffic, not for a trickle spread over many ports.
+                if pollOnce() >= busyThreshold {
+                    emptyPolls = 0
+                    continue
+                }
+                emptyPolls += 1
+                guard emptyPolls >= settings.idlePollsBeforeSleep, adopting == nil else { continue }
             }
-            emptyPolls += 1
-            // Never asleep with an adoption in progress: its next chunk is due on the next pass.
-            guard emptyPolls >= settings.idlePollsBeforeSleep, adopting == nil else { continue }
             // Idle: sleep until a port or the mailbox is readable (or a second passes, to age
             // tables), then serve only the ports that woke us. Busy polling of every port
-            // resumes only if traffic keeps coming.
+            // resumes only if a wake-up brings `busyPollThreshold` frames.
             let ready = epoll_wait(epollFD, &events, Int32(events.count), 1000)
             var work = 0
             for index in 0..<max(0, Int(ready)) {
@@ -240,10 +257,18 @@ public final class Worker: @unchecked Sendable {
                     }
                 }
             }
-            if work > 0 { flush() }
-            emptyPolls = work > 0 ? 0 : settings.idlePollsBeforeSleep
+            if work > 0 {
+                flush()
+                growTables()
+            }
+            emptyPolls = work >= busyThreshold ? 0 : settings.idlePollsBeforeSleep
         }
     }
+
+    /// Frames a pass or a wake-up must bring to make busy polling pay: `busyPollThreshold`,
+    /// and an eighth of the ports (a pass costs a receive call on each; with thousands of
+    /// ports and one busy guest, epoll serving the busy port alone is the cheaper loop).
+    var busyThreshold: Int { max(settings.busyPollThreshold, slots.count / 8) }
 
     /// Runs one iteration of the worker loop on the calling thread instead of `start()`:
     /// adopts a pending configuration, then one pass over every port. For benchmarks and
@@ -275,8 +300,16 @@ public final class Worker: @unchecked Sendable {
             work &+= underlay.poll(self)
         }
         flush()
+        growTables()
         if connections.count > 0 { collectConnections(budget: settings.connectionCollectBudget) }
         return work
+    }
+
+    /// Grows the MAC tables that filled half their slots during the pass.
+    @inline(__always)
+    func growTables() {
+        guard switches.growthRequestCount > 0 else { return }
+        switches.growRequested(minimumCapacity: settings.macTableCapacity, slotBudget: settings.macTableSlotBudget)
     }
 
     /// Removes expired connections and those of NICs that are gone, `budget` entries at most.
@@ -327,18 +360,13 @@ public final class Worker: @unchecked Sendable {
     /// and collect expired connections without waiting for the clock).
     func sweep() {
         lastSweep = now
-        var tableSlots = 0
-        for index in switches.indices { tableSlots &+= switches.storage[Int(index)].table.slotCount }
-        for index in switches.indices {
-            let network = switches.storage + Int(index)
-            network.pointee.table.sweep(now: now, ageLimit: settings.macAgeSeconds)
-            // Doubling adds the table's own slots: only within the budget.
-            let room = settings.macTableSlotBudget &- tableSlots &- network.pointee.table.slotCount
-            tableSlots &+= network.pointee.table.resize(
-                minimumCapacity: settings.macTableCapacity,
-                growthAllowed: room >= 0
-            )
-        }
+        switches.age(
+            now: now,
+            ageLimit: settings.macAgeSeconds,
+            budget: settings.macAgingBudget,
+            minimumCapacity: settings.macTableCapacity,
+            slotBudget: settings.macTableSlotBudget
+        )
         // Ports count their own drops in plain fields (one writer, this thread); publish them
         // where the control plane reads, once a second.
         collectConnections(budget: settings.connectionCollectBudget * 256)

@@ -66,8 +66,8 @@ extension Worker {
                 }
             }
             let source = data.loadMAC(at: 6)
-            if source & (1 << 40) == 0 {
-                network.pointee.table.learn(source, location: Int32(slot), now: now)
+            if source & (1 << 40) == 0, network.pointee.table.learn(source, location: Int32(slot), now: now) {
+                switches.requestGrowth(switchIndex)
             }
             let destination = data.loadMAC(at: 0)
             let location: Int32 =

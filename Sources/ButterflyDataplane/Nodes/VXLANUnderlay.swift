@@ -243,8 +243,10 @@ public final class VXLANUnderlay: UnderlayProcessing {
         let data = worker.pool.data(packet)
         let source = data.loadMAC(at: 6)
         let network = worker.switches.storage + Int(switchIndex)
-        if source & (1 << 40) == 0, let index = remoteIndex(outer.outerSource) {
+        if source & (1 << 40) == 0, let index = remoteIndex(outer.outerSource),
             network.pointee.table.learn(source, location: Int32(-(index + 2)), now: now)
+        {
+            worker.switches.requestGrowth(switchIndex)
         }
         let destination = data.loadMAC(at: 0)
         if destination & (1 << 40) == 0 {

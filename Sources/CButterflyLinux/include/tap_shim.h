@@ -21,6 +21,30 @@ int cbutterfly_interface_set_txqueuelen(const char *name, int length);
 /// Brings an interface up or down (SIOCGIFFLAGS / SIOCSIFFLAGS). 0 or -1 with errno.
 int cbutterfly_interface_set_up(const char *name, int up);
 
+/// A NETLINK_ROUTE socket of the caller's network namespace, bound. fd or -1 with errno.
+int cbutterfly_netlink_open(void);
+
+/// 1 when the tap's interface is in the caller's network namespace, 0 when the user moved it
+/// to another one, -1 with errno when the kernel cannot tell (TUNGETDEVNETNS, Linux 5.2).
+int cbutterfly_tap_in_own_namespace(int tap_fd);
+
+/// The tap's current interface name (TUNGETIFF): 0, or -1 with errno.
+int cbutterfly_tap_name(int tap_fd, char name[16]);
+
+/// Puts interface `name` into interface group `group` (RTM_NEWLINK, IFLA_GROUP). 0 or -1.
+int cbutterfly_interface_set_group(int netlink_fd, const char *name, uint32_t group);
+
+/// Deletes every interface of `group` in the socket's namespace at once (RTM_DELLINK,
+/// IFLA_GROUP): the kernel unregisters them together, one RCU grace period for all, where
+/// closing each tap's fd waits for one each (~16–30 ms). 0 or -1 with errno.
+int cbutterfly_interface_delete_group(int netlink_fd, uint32_t group);
+
+/// The tap's drop statistics read in its own network namespace (TUNGETDEVNETNS, a netlink
+/// socket created there, RTM_GETLINK IFLA_STATS64): `from_guest` = frames the guest sent that
+/// the tap's queue toward the daemon had no room for (tx_dropped), `to_guest` = frames the
+/// daemon wrote that the kernel dropped (rx_dropped). 0, or -1 with errno.
+int cbutterfly_tap_dropped(int tap_fd, uint64_t *from_guest, uint64_t *to_guest);
+
 /// Counters shared between the worker (the only writer) and the control plane (reader):
 /// relaxed atomic loads and stores, so a reader never sees a torn value and the writer pays
 /// no locked instruction.

@@ -144,8 +144,9 @@ final class AntiSpoofStage: Scenario {
 }
 
 /// The switch's per-packet work as `Worker.fromGuest` does it: learn the source MAC at the
-/// ingress slot, look up the destination. The table (the worker's default capacity) knows
-/// 1,000 MACs; the batch's sources and destinations are 500 different ones of them.
+/// ingress slot, look up the destination. The table (grown to hold them: worker tables start
+/// at 48 entries and grow on demand) knows 1,000 MACs; the batch's sources and destinations
+/// are 500 different ones of them.
 final class SwitchStage: Scenario {
     static let knownMACs = 1000
     static let ingressSlot: Int32 = 3
@@ -156,7 +157,7 @@ final class SwitchStage: Scenario {
     static func mac(_ index: Int) -> UInt64 { 0x5254_0100_0000 | UInt64(index) }
 
     init(size: FrameSize) {
-        table = MACTable(capacity: Worker.Settings().macTableCapacity)
+        table = MACTable(capacity: Self.knownMACs)
         for index in 0..<Self.knownMACs {
             table.learn(Self.mac(index), location: Int32(index % 8), now: Self.now)
         }
