@@ -80,10 +80,15 @@ public final class DataplaneRuntime: DataplaneBinding {
     public func prepare(_ nic: NIC, path: String) throws(APIError) {
         switch nic.kind {
         case .tap:
-            if let live = attachments[nic.id], let tap = live.port as? TapPort, tap.name == path {
-                tap.setMAC(nic.mac)
-                prepared[nic.id] = live
-                return
+            // Within one request (published after it is saved) an earlier message may have
+            // prepared this NIC already: the latest preparation is what counts.
+            detached.remove(nic.id)
+            for candidate in [prepared[nic.id], attachments[nic.id]] {
+                if let live = candidate, let tap = live.port as? TapPort, tap.name == path {
+                    tap.setMAC(nic.mac)
+                    prepared[nic.id] = live
+                    return
+                }
             }
             if closingNames.contains(path) || closingNames.count > 4096 {
                 closer.wait()
@@ -98,6 +103,7 @@ public final class DataplaneRuntime: DataplaneBinding {
         case .vhostUserServer, .vhostUserClient, .bench:
             // Their ports arrive with the vhost-user and bench issues; the NIC is configured
             // and reported, and moves no packets yet. A port of a previous kind goes away.
+            prepared[nic.id] = nil
             detached.insert(nic.id)
         }
     }

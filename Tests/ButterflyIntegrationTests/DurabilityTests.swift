@@ -270,6 +270,34 @@ struct DurabilityTests {
         #expect(normal.stop() == 0)
     }
 
+    @Test func aBatchThatPreparesTheSameTapTwiceLeavesItAttached() throws {
+        let directory = TemporaryDirectory()
+        let state = directory.path + "/butterfly.state"
+        let daemon = try Daemon(extraArguments: ["--state-file", state], directory: directory)
+        let client = try Client(endpoint: daemon.endpoint)
+        let name = "btdur\(getpid() % 100_000)"
+        func tap(_ kind: MessageV0.Nic.TypeEnum = .tap) -> MessageV0.Request {
+            MessageV0.Request.with {
+                $0.nicAdd.id = name
+                $0.nicAdd.mac = "52:54:00:00:00:31"
+                $0.nicAdd.vni = 7
+                $0.nicAdd.type = kind
+            }
+        }
+        // Added, deleted and added again in one request: published after the save, as one tap.
+        let first = try #require(try client.send([tap(), MessageV0.Request.with { $0.nicDel = name }, tap()]))
+        #expect(first.allSatisfy { $0.status.status }, "\(first)")
+        #expect(try runProcess("/usr/sbin/ip", ["link", "show", name]).status == 0)
+        // Turned into a vhost-user NIC and back into a tap in one request: still a tap with its port.
+        let second = try #require(try client.send([tap(.vhostUserServer), tap()]))
+        #expect(second.allSatisfy { $0.status.status }, "\(second)")
+        #expect(try runProcess("/usr/sbin/ip", ["link", "show", name]).status == 0)
+        let stats = try daemon.cli(["nic", "stats", name])
+        #expect(stats.status == 0, "\(stats)")
+        #expect(daemon.stop() == 0)
+        #expect(try runProcess("/usr/sbin/ip", ["link", "show", name]).status != 0, "removed at stop")
+    }
+
     @Test func aTornTailIsReportedAtTheDefaultLogLevel() throws {
         let directory = TemporaryDirectory()
         let state = directory.path + "/butterfly.state"
