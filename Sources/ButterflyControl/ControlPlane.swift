@@ -118,20 +118,29 @@ public final class ControlPlane {
     }
 
     /// The Graphviz graph `app_status` reports. Its structure (sorted, escaped) is laid out once
-    /// per snapshot version; each request only formats the live counters into it, so a host of
-    /// 15,000 NICs answers in milliseconds.
+    /// per snapshot version; the live counters are formatted into it at most once a second
+    /// (they are published once a second anyway), so a host of 15,000 NICs answers a burst of
+    /// status requests without re-rendering megabytes each time.
     var graphDOT: String {
+        let version = reconciler.snapshot.version
         let layout: GraphLayout
-        if let cached = cachedLayout, cached.version == reconciler.snapshot.version {
+        if let cached = cachedLayout, cached.version == version {
             layout = cached.layout
         } else {
             layout = GraphLayout(reconciler.snapshot)
-            cachedLayout = (reconciler.snapshot.version, layout)
+            cachedLayout = (version, layout)
         }
         guard let runtime else { return layout.render() }
-        return layout.render(counters: { runtime.counters(of: $0) }, global: runtime.globalCounters())
+        let now = DispatchTime.now().uptimeNanoseconds
+        if let rendered = renderedGraph, rendered.version == version, now &- rendered.at < 1_000_000_000 {
+            return rendered.dot
+        }
+        let dot = layout.render(counters: { runtime.counters(of: $0) }, global: runtime.globalCounters())
+        renderedGraph = (version, now, dot)
+        return dot
     }
     private var cachedLayout: (version: UInt64, layout: GraphLayout)?
+    private var renderedGraph: (version: UInt64, at: UInt64, dot: String)?
 
     /// NIC ids in order, for `nic_list`; sorted again only after a NIC was added or removed.
     var sortedNICIDs: [String] {

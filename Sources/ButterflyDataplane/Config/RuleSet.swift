@@ -52,6 +52,10 @@ public struct RuleSet: Sendable {
         return rule
     }
 
+    /// The rules in no particular order, without sorting (what a compiler needs: the result
+    /// does not depend on the order).
+    public var unordered: TreeDictionary<FirewallRule, UInt64>.Keys { sequenceByRule.keys }
+
     /// The rules in the order they were added.
     public var elements: [FirewallRule] {
         sequenceByRule.sorted { $0.value < $1.value }.map(\.key)

@@ -71,31 +71,35 @@ public final class FirewallPolicy: @unchecked Sendable, Equatable {
         _ ids: [String],
         groups: TreeDictionary<String, SecurityGroupConfig>
     ) -> (inbound: RuleMatcher, outbound: RuleMatcher?) {
-        var inbound: [RuleMatcher.Entry] = []
-        var outbound: [RuleMatcher.Entry] = []
+        var inbound = RuleMatcher.RuleList()
+        var outbound = RuleMatcher.RuleList()
         var seen = Set<String>()
         for id in ids where seen.insert(id).inserted {
             guard let group = groups[id] else { continue }
-            for rule in group.rules {
-                let entry = entry(rule, groups: groups)
-                if rule.direction == .inbound { inbound.append(entry) } else { outbound.append(entry) }
+            for rule in group.rules.unordered {
+                if rule.direction == .inbound {
+                    add(rule, to: &inbound, groups: groups)
+                } else {
+                    add(rule, to: &outbound, groups: groups)
+                }
             }
         }
-        return (RuleMatcher(inbound), outbound.isEmpty ? nil : RuleMatcher(outbound))
+        return (RuleMatcher(inbound), outbound.count == 0 ? nil : RuleMatcher(outbound))
     }
 
-    static func entry(_ rule: FirewallRule, groups: TreeDictionary<String, SecurityGroupConfig>) -> RuleMatcher.Entry {
-        var peers: [ClosedRange<UInt128>] = []
+    static func add(
+        _ rule: FirewallRule,
+        to list: inout RuleMatcher.RuleList,
+        groups: TreeDictionary<String, SecurityGroupConfig>
+    ) {
+        // A port-carrying protocol without ports (SCTP may omit them) means every port.
+        list.add(ipProtocol: rule.ipProtocol, ports: rule.ports ?? 0...65535)
         switch rule.peer {
         case .cidr(let address, let prefixLength):
-            peers = RuleMatcher.ranges(address, prefixLength: Int(prefixLength))
+            list.addPeers(address, prefixLength: Int(prefixLength))
         case .members(let id):
-            for member in groups[id]?.members ?? [] {
-                peers += RuleMatcher.ranges(member, prefixLength: member.bitWidth)
-            }
+            for member in groups[id]?.members ?? [] { list.addPeers(member, prefixLength: member.bitWidth) }
         }
-        // A port-carrying protocol without ports (SCTP may omit them) means every port.
-        return RuleMatcher.Entry(ipProtocol: rule.ipProtocol, ports: rule.ports ?? 0...65535, peers: peers)
     }
 
     /// The effective rules, as `butterfly nic firewall` prints them.

@@ -18,17 +18,16 @@ struct RuleCompiler {
     private var nextWithSameHash: [Int32] = []
     private var scratch: [ClosedRange<UInt128>] = []
 
-    init(_ entries: [RuleMatcher.Entry]) {
+    init(_ entries: RuleMatcher.RuleList) {
         // Rules by protocol slot (256 = any), in input order: a counting sort.
         var slotStart = [Int](repeating: 0, count: 258)
-        for entry in entries { slotStart[Int(entry.ipProtocol.map(Int.init) ?? 256) + 1] += 1 }
+        for slot in entries.slots { slotStart[Int(slot) + 1] += 1 }
         for slot in 0..<257 { slotStart[slot + 1] += slotStart[slot] }
         var bySlot = [Int32](repeating: 0, count: entries.count)
         var fill = slotStart
-        for (index, entry) in entries.enumerated() {
-            let slot = entry.ipProtocol.map(Int.init) ?? 256
-            bySlot[fill[slot]] = Int32(index)
-            fill[slot] += 1
+        for (index, slot) in entries.slots.enumerated() {
+            bySlot[fill[Int(slot)]] = Int32(index)
+            fill[Int(slot)] += 1
         }
         var events: [UInt64] = []
         var active: [Int32] = []
@@ -53,14 +52,14 @@ struct RuleCompiler {
     /// them by port with the rules leaving an interval before those entering it.
     private mutating func compilePorts(
         _ rules: ArraySlice<Int32>,
-        _ entries: [RuleMatcher.Entry],
+        _ entries: RuleMatcher.RuleList,
         events: inout [UInt64],
         active: inout [Int32]
     ) {
         events.removeAll(keepingCapacity: true)
         active.removeAll(keepingCapacity: true)
         for rule in rules {
-            let ports = entries[Int(rule)].ports
+            let ports = entries.ports[Int(rule)]
             events.append(UInt64(ports.lowerBound) << 33 | 1 << 32 | UInt64(rule))
             events.append(UInt64(Int(ports.upperBound) + 1) << 33 | UInt64(rule))
         }
@@ -93,9 +92,9 @@ struct RuleCompiler {
 
     /// The index of the set holding the merged peers of `rules`, stored once per distinct
     /// content; -1 when they have no address at all.
-    private mutating func internSet(_ rules: ArraySlice<Int32>, _ entries: [RuleMatcher.Entry]) -> Int32 {
+    private mutating func internSet(_ rules: ArraySlice<Int32>, _ entries: RuleMatcher.RuleList) -> Int32 {
         scratch.removeAll(keepingCapacity: true)
-        for rule in rules { scratch += entries[Int(rule)].peers }
+        for rule in rules { scratch += entries.peers(of: Int(rule)) }
         if scratch.isEmpty { return -1 }
         scratch.sort { $0.lowerBound < $1.lowerBound }
         // Merge into the output directly; drop it again if an equal set exists.

@@ -36,6 +36,40 @@ public final class RuleMatcher: @unchecked Sendable {
         }
     }
 
+    /// Rules as the compiler reads them, in flat arrays (no allocation per rule: a group of
+    /// 10,000 rules is a handful of arrays, not 10,000 of them).
+    public struct RuleList: Sendable {
+        /// Protocol slot of each rule: 0…255, or 256 for any protocol.
+        var slots: [UInt16] = []
+        var ports: [ClosedRange<UInt16>] = []
+        /// Rule i's peers are `allPeers[peerStart[i]..<peerStart[i + 1]]`.
+        var peerStart: [Int32] = [0]
+        var allPeers: [ClosedRange<UInt128>] = []
+
+        public init() {}
+
+        public var count: Int { slots.count }
+
+        /// Adds a rule; its peers are then given with `addPeers` before the next rule.
+        public mutating func add(ipProtocol: UInt8?, ports: ClosedRange<UInt16>) {
+            if slots.count > 0 { peerStart.append(Int32(allPeers.count)) }
+            slots.append(ipProtocol.map(UInt16.init) ?? 256)
+            self.ports.append(ports)
+        }
+
+        /// Adds the range a prefix covers to the last rule's peers (see `RuleMatcher.ranges`).
+        public mutating func addPeers(_ address: IPAddress, prefixLength: Int) {
+            RuleMatcher.appendRanges(address, prefixLength: prefixLength, to: &allPeers)
+        }
+
+        mutating func addPeers(_ ranges: [ClosedRange<UInt128>]) { allPeers += ranges }
+
+        func peers(of rule: Int) -> ArraySlice<ClosedRange<UInt128>> {
+            let end = rule + 1 < peerStart.count ? Int(peerStart[rule + 1]) : allPeers.count
+            return allPeers[Int(peerStart[rule])..<end]
+        }
+    }
+
     /// Protocols whose rules select destination ports (TCP, UDP, SCTP, UDP-Lite).
     @inlinable
     public static func hasPorts(_ ipProtocol: UInt8) -> Bool {
@@ -51,6 +85,13 @@ public final class RuleMatcher: @unchecked Sendable {
     /// The range a prefix covers (host bits ignored), in the matcher's space; an IPv6 prefix
     /// that contains the IPv4-mapped block yields the pieces around it.
     public static func ranges(_ address: IPAddress, prefixLength: Int) -> [ClosedRange<UInt128>] {
+        var ranges: [ClosedRange<UInt128>] = []
+        appendRanges(address, prefixLength: prefixLength, to: &ranges)
+        return ranges
+    }
+
+    /// `ranges(_:prefixLength:)`, appended to `ranges` (no array per prefix).
+    public static func appendRanges(_ address: IPAddress, prefixLength: Int, to ranges: inout [ClosedRange<UInt128>]) {
         switch address {
         case .v4(let value):
             let length = min(max(prefixLength, 0), 32)
@@ -58,7 +99,7 @@ public final class RuleMatcher: @unchecked Sendable {
             let mask: UInt32 = hostBits == 32 ? 0 : ~UInt32(0) << hostBits
             let low = value & mask
             let high = low | ~mask
-            return [key(ipv4: low)...key(ipv4: high)]
+            ranges.append(key(ipv4: low)...key(ipv4: high))
         case .v6(let high, let low):
             let length = min(max(prefixLength, 0), 128)
             let value = UInt128(high) << 64 | UInt128(low)
@@ -70,12 +111,11 @@ public final class RuleMatcher: @unchecked Sendable {
             let blockEnd = mappedIPv4 | 0xFFFF_FFFF
             guard start <= blockStart && end >= blockEnd else {
                 // Inside the block (an IPv4-mapped prefix) or beside it.
-                return start >= blockStart && end <= blockEnd ? [] : [start...end]
+                if !(start >= blockStart && end <= blockEnd) { ranges.append(start...end) }
+                return
             }
-            var pieces: [ClosedRange<UInt128>] = []
-            if start < blockStart { pieces.append(start...(blockStart - 1)) }
-            if end > blockEnd { pieces.append((blockEnd + 1)...end) }
-            return pieces
+            if start < blockStart { ranges.append(start...(blockStart - 1)) }
+            if end > blockEnd { ranges.append((blockEnd + 1)...end) }
         }
     }
 
@@ -100,7 +140,16 @@ public final class RuleMatcher: @unchecked Sendable {
     /// True when no rule was given (a direction with no rule at all).
     public var isEmpty: Bool { ruleCount == 0 }
 
-    public init(_ entries: [Entry]) {
+    public convenience init(_ entries: [Entry]) {
+        var list = RuleList()
+        for entry in entries {
+            list.add(ipProtocol: entry.ipProtocol, ports: entry.ports)
+            list.addPeers(entry.peers)
+        }
+        self.init(list)
+    }
+
+    public init(_ entries: RuleList) {
         let compiled = RuleCompiler(entries)
         ruleCount = entries.count
         rangeCount = compiled.ranges.count / 2
