@@ -16,7 +16,7 @@ private func remove(_ path: String) {
     try? FileManager.default.removeItem(atPath: path + ".journal.tmp")
 }
 
-func makeService(stateStore: StateStore? = nil) -> APIService {
+func makeService(stateStore: StateStore? = nil, runtime: (any DataplaneBinding)? = nil) -> APIService {
     let control = ControlPlane(
         reconciler: Reconciler(
             host: HostConfig(vtepAddress: nil, socketDirectory: "/tmp/s", nicMTU: nil, offloads: true),
@@ -24,7 +24,8 @@ func makeService(stateStore: StateStore? = nil) -> APIService {
             traceDirectory: "/tmp",
             processID: 1
         ),
-        stateStore: stateStore
+        stateStore: stateStore,
+        runtime: runtime
     )
     return APIService(controlPlane: control, cipher: nil)
 }
@@ -362,17 +363,7 @@ private final class WatchingDataplane: DataplaneBinding {
 
 @Suite struct StateDurabilityTests {
     private func service(_ store: StateStore, _ dataplane: WatchingDataplane) -> APIService {
-        let control = ControlPlane(
-            reconciler: Reconciler(
-                host: HostConfig(vtepAddress: nil, socketDirectory: "/tmp/s", nicMTU: nil, offloads: true),
-                traceByDefault: false,
-                traceDirectory: "/tmp",
-                processID: 1
-            ),
-            stateStore: store,
-            runtime: dataplane
-        )
-        return APIService(controlPlane: control, cipher: nil)
+        makeService(stateStore: store, runtime: dataplane)
     }
 
     private func replies(_ service: APIService, _ messages: [Proto_Message]) throws -> [MessageV0.Response] {

@@ -117,6 +117,32 @@ import Testing
         return (0..<length).map { frame.load(fromByteOffset: $0, as: UInt8.self) }
     }
 
+    /// Enqueues `frame` behind `header` (12 bytes) into the guest's receive queue.
+    func enqueue(_ queue: inout Virtqueue, header: [UInt8], frame: [UInt8], mergeable: Bool) throws(Virtqueue
+        .ChainError)
+        -> Bool
+    {
+        var result = false
+        var failure: Virtqueue.ChainError?
+        header.withUnsafeBytes { headerBytes in
+            frame.withUnsafeBytes { frameBytes in
+                do throws(Virtqueue.ChainError) {
+                    result = try queue.enqueue(
+                        header: headerBytes.baseAddress!,
+                        headerSize: header.count,
+                        frame: frameBytes.baseAddress!,
+                        length: frame.count,
+                        mergeable: mergeable
+                    )
+                } catch {
+                    failure = error
+                }
+            }
+        }
+        if let failure { throw failure }
+        return result
+    }
+
     @Test func aChainSplitAnywhereIsReassembledAndReturnedAsUsed() throws {
         let guest = try Guest()
         var queue = guest.queue()
@@ -262,17 +288,7 @@ import Testing
         header[0] = 1  // NEEDS_CSUM, to see the header arrive as given
         let frame = (0..<150).map { UInt8($0) }
         // 12 + 150 bytes into 64-byte buffers: three of them, num_buffers = 3.
-        let fitted = try header.withUnsafeBytes { headerBytes in
-            try frame.withUnsafeBytes { frameBytes in
-                try queue.enqueue(
-                    header: headerBytes.baseAddress!,
-                    headerSize: 12,
-                    frame: frameBytes.baseAddress!,
-                    length: 150,
-                    mergeable: true
-                )
-            }
-        }
+        let fitted = try enqueue(&queue, header: header, frame: frame, mergeable: true)
         #expect(fitted)
         let notify2 = queue.publishUsed()
         #expect(notify2)
@@ -281,34 +297,14 @@ import Testing
         #expect(guest.bytes(0x20000, 12) == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0])
         #expect(guest.bytes(0x20000 + 12, 52) + guest.bytes(0x20100, 64) + guest.bytes(0x20200, 34) == frame)
         // One buffer left: a frame needing two is not taken, and nothing is consumed.
-        let refused = try header.withUnsafeBytes { headerBytes in
-            try frame.withUnsafeBytes { frameBytes in
-                try queue.enqueue(
-                    header: headerBytes.baseAddress!,
-                    headerSize: 12,
-                    frame: frameBytes.baseAddress!,
-                    length: 150,
-                    mergeable: true
-                )
-            }
-        }
+        let refused = try enqueue(&queue, header: header, frame: frame, mergeable: true)
         #expect(!refused)
         #expect(queue.pending() == 1)
         let notify3 = queue.publishUsed()
         #expect(!notify3)
         // Without MRG_RXBUF one buffer must hold it all.
         #expect(throws: Virtqueue.ChainError.tooLong) {
-            try header.withUnsafeBytes { headerBytes in
-                try frame.withUnsafeBytes { frameBytes in
-                    try queue.enqueue(
-                        header: headerBytes.baseAddress!,
-                        headerSize: 12,
-                        frame: frameBytes.baseAddress!,
-                        length: 150,
-                        mergeable: false
-                    )
-                }
-            }
+            try enqueue(&queue, header: header, frame: frame, mergeable: false)
         }
     }
 
@@ -317,35 +313,20 @@ import Testing
         var queue = guest.queue()
         let header = [UInt8](repeating: 0, count: 12)
         let frame = (0..<150).map { UInt8($0) }
-        func enqueue(mergeable: Bool) throws(Virtqueue.ChainError) -> Bool {
-            var result = false
-            var failure: Virtqueue.ChainError?
-            header.withUnsafeBytes { headerBytes in
-                frame.withUnsafeBytes { frameBytes in
-                    do throws(Virtqueue.ChainError) {
-                        result = try queue.enqueue(
-                            header: headerBytes.baseAddress!,
-                            headerSize: 12,
-                            frame: frameBytes.baseAddress!,
-                            length: 150,
-                            mergeable: mergeable
-                        )
-                    } catch { failure = error }
-                }
-            }
-            if let failure { throw failure }
-            return result
-        }
         // Without MRG_RXBUF: a 64-byte buffer for a 162-byte frame is returned empty, not truncated.
         guest.descriptor(0, at: 0x20000, length: 64, flags: Virtqueue.flagWrite)
         guest.makeAvailable(0)
-        #expect(throws: Virtqueue.ChainError.tooLong) { try enqueue(mergeable: false) }
+        #expect(throws: Virtqueue.ChainError.tooLong) {
+            try enqueue(&queue, header: header, frame: frame, mergeable: false)
+        }
         // Mergeable, the second chain is hostile: the first goes back empty too.
         guest.descriptor(1, at: 0x20100, length: 64, flags: Virtqueue.flagWrite)
         guest.rawDescriptor(2, address: 0x10, length: 64, flags: Virtqueue.flagWrite)
         guest.makeAvailable(1)
         guest.makeAvailable(2)
-        #expect(throws: Virtqueue.ChainError.outsideMemory) { try enqueue(mergeable: true) }
+        #expect(throws: Virtqueue.ChainError.outsideMemory) {
+            try enqueue(&queue, header: header, frame: frame, mergeable: true)
+        }
         let notify = queue.publishUsed()
         #expect(notify)
         #expect(guest.usedIndex == 3)
