@@ -76,6 +76,12 @@ public final class TapPort: PacketPort {
         // absorbs bursts instead of dropping segments the guest's TCP must then retransmit.
         // Best effort: the default (1000) still works.
         _ = cbutterfly_interface_set_txqueuelen(name, Self.queueLength)
+        // The tap is a guest's port, not an interface of this host: no IPv6 address, router
+        // solicitation or DAD of the host's own on a tenant's network (which also woke the
+        // idle worker), and bringing the link up skips IPv6 address configuration, whose cost
+        // grew with every interface already there. Best effort (a kernel without IPv6). A tap
+        // moved into another namespace gets that namespace's defaults, IPv6 included.
+        _ = cbutterfly_interface_disable_ipv6(name)
         _ = cbutterfly_interface_set_up(name, 1)
         // Virtual memory only until a super-frame arrives (malloc'd, never touched before).
         scratch = .allocate(byteCount: Self.largestFrame + PacketPool.maximumFrame, alignment: 64)

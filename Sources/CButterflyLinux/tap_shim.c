@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -92,6 +93,22 @@ int cbutterfly_interface_set_up(const char *name, int up) {
     else
         request.ifr_flags &= ~IFF_UP;
     return interface_ioctl(SIOCSIFFLAGS, &request);
+}
+
+int cbutterfly_interface_disable_ipv6(const char *name) {
+    char path[64];
+    if (strlen(name) >= IFNAMSIZ || strchr(name, '/') != NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    ssize_t written = write(fd, "1", 1);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return written == 1 ? 0 : -1;
 }
 
 _Static_assert(sizeof(struct ifreq) == 40, "struct ifreq is 40 bytes on x86_64 Linux");

@@ -14,6 +14,24 @@ import Testing
 struct TapPortTests {
     init() throws { try requireRoot(for: "network namespaces and taps") }
 
+    @Test func theHostSideOfATapHasNoIPv6ButAMovedTapDoes() throws {
+        let name = "btt6\(getpid() % 100_000)"
+        let namespace = "btnst6\(getpid())"
+        let port = try TapPort(name: name, mac: MACAddress(value: 0x5254_00AA_0006), mtu: nil)
+        let setting = "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6"
+        let fd = open(setting, O_RDONLY)
+        #expect(fd >= 0)
+        var byte: UInt8 = 0
+        #expect(read(fd, &byte, 1) == 1 && byte == UInt8(ascii: "1"), "IPv6 off on the host side")
+        close(fd)
+        try run("ip", "netns", "add", namespace)
+        defer { _ = try? run("ip", "netns", "delete", namespace) }
+        try run("ip", "link", "set", name, "netns", namespace)
+        // In its new namespace the interface gets that namespace's defaults: IPv6 on.
+        try run("sh", "-c", "test \"$(ip netns exec \(namespace) cat \(setting))\" = 0")
+        _ = port
+    }
+
     @Test(arguments: [false, true]) func framesGoBothWaysInEitherMode(offloads: Bool) throws {
         let tag = offloads ? "o" : "p"
         let namespace = "btnst\(tag)\(getpid())"

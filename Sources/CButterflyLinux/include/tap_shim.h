@@ -21,6 +21,10 @@ int cbutterfly_interface_set_txqueuelen(const char *name, int length);
 /// Brings an interface up or down (SIOCGIFFLAGS / SIOCSIFFLAGS). 0 or -1 with errno.
 int cbutterfly_interface_set_up(const char *name, int up);
 
+/// Turns IPv6 off on an interface of this network namespace (its
+/// /proc/sys/net/ipv6/conf/<name>/disable_ipv6). 0 or -1 with errno.
+int cbutterfly_interface_disable_ipv6(const char *name);
+
 /// A NETLINK_ROUTE socket of the caller's network namespace, bound. fd or -1 with errno.
 int cbutterfly_netlink_open(void);
 
