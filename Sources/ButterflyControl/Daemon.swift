@@ -215,13 +215,11 @@ public enum Daemon {
     /// are set aside, every record that still checks is replayed, and refusals are only logged.
     static func restore(_ store: StateStore, into service: APIService, recover: Bool = false) throws {
         var messages: [Proto_Message]
-        var damaged: [(file: String, contents: [UInt8]?)] = []
+        var damaged: [(file: String, bytes: [UInt8])] = []
         do {
             if recover {
                 let recovered = try store.recover()
-                // Their bytes are kept now and written aside once the recovered state is saved
-                // (compaction replaces both files; a failure before leaves them untouched).
-                for file in recovered.damagedFiles { damaged.append((file, try FileIO.read(file, what: "state file"))) }
+                damaged = recovered.damaged
                 messages = recovered.messages
             } else {
                 let loaded = try store.load()
@@ -260,8 +258,8 @@ public enum Daemon {
         control.requestCounter = 0
         do {
             try store.compact(control.model)
-            for (file, contents) in damaged {
-                let target = try store.setAside(file, contents: contents ?? [])
+            for (file, bytes) in damaged {
+                let target = try store.setAside(file, bytes: bytes)
                 Log.error("state: damaged file set aside as \(target)")
             }
         } catch {

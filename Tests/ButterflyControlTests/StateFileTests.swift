@@ -432,7 +432,7 @@ private final class WatchingDataplane: DataplaneBinding {
 
         let recovered = try StateStore(path: path).recover()
         #expect(recovered.messages.map(\.message0.request.nicAdd.id) == ["n1", "n3"])
-        #expect(recovered.damagedFiles == [path])
+        #expect(recovered.damaged.map(\.file) == [path])
         // Nothing is moved until the recovered state is saved (Daemon.restore).
         #expect(FileManager.default.fileExists(atPath: path))
     }
@@ -454,7 +454,7 @@ private final class WatchingDataplane: DataplaneBinding {
         #expect(error?.description.contains("corrupt at byte \(header)") == true, "\(String(describing: error))")
         let recovered = try StateStore(path: path).recover()
         #expect(recovered.messages.map(\.message0.request.nicAdd.id) == ["two", "three"])
-        #expect(recovered.damagedFiles == [path + ".journal"])
+        #expect(recovered.damaged.map(\.file) == [path + ".journal"])
     }
 
     @Test func aPlantedTemporarySymlinkIsNeverFollowed() throws {

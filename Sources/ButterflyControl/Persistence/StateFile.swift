@@ -37,11 +37,13 @@ public struct StateFile: Sendable {
         return (parsed.generation, Proto_Messages.with { $0.messages = parsed.intact })
     }
 
-    /// Every message whose own checksum holds (recovery), and whether the file was damaged.
-    func intactMessages() throws(StateStore.Failure) -> (generation: UInt64, messages: [Proto_Message], damaged: Bool)?
-    {
+    /// Every message whose own checksum holds (recovery), and the file's bytes when it was
+    /// damaged (to set them aside).
+    func intactMessages() throws(StateStore.Failure) -> (
+        generation: UInt64, messages: [Proto_Message], damagedBytes: [UInt8]?
+    )? {
         guard let parsed = try parse() else { return nil }
-        return (parsed.generation, parsed.intact, parsed.damage != nil)
+        return (parsed.generation, parsed.intact, parsed.damage == nil ? nil : parsed.bytes)
     }
 
     private struct Parsed {
@@ -49,6 +51,7 @@ public struct StateFile: Sendable {
         var intact: [Proto_Message]
         /// What is wrong, with the offset, when the file does not check.
         var damage: String?
+        var bytes: [UInt8]
     }
 
     private func parse() throws(StateStore.Failure) -> Parsed? {
@@ -81,18 +84,20 @@ public struct StateFile: Sendable {
             do {
                 messages = try Proto_Messages(textFormatString: String(decoding: body, as: UTF8.self))
             } catch {
-                return Parsed(generation: generation, intact: [], damage: "state file \(path) is corrupt: \(error)")
+                return Parsed(
+                    generation: generation,
+                    intact: [],
+                    damage: "state file \(path) is corrupt: \(error)",
+                    bytes: bytes
+                )
             }
             let damage =
                 messages.messages.count == expected
                 ? nil
                 : "state file \(path) is corrupt: header announces \(expected) messages, file holds \(messages.messages.count)"
-            return Parsed(generation: generation, intact: messages.messages, damage: damage)
+            return Parsed(generation: generation, intact: messages.messages, damage: damage, bytes: bytes)
         }
-        var parsed = Parsed(generation: generation, intact: [], damage: nil)
-        if fields["checksum"].map(String.init) != Self.hex(StateJournal.checksum(body)) {
-            parsed.damage = "state file \(path) is corrupt: its checksum does not match"
-        }
+        var parsed = Parsed(generation: generation, intact: [], damage: nil, bytes: bytes)
         // Each message: "# checksum=<hex>\n" then its text, up to the next such line (the
         // text format escapes newlines inside strings, so no message text holds one).
         let commentPrefix = Array(Self.messageCommentPrefix.utf8)
@@ -102,9 +107,9 @@ public struct StateFile: Sendable {
             if bytes[lineStart...].starts(with: commentPrefix) { comments.append(lineStart) }
             lineStart = (bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count) + 1
         }
-        if comments.first != newline + 1 && newline + 1 < bytes.count {
-            parsed.damage = "state file \(path) is corrupt at byte \(newline + 1)"
-        }
+        // The first place that does not check: text before the first message, or a message.
+        var firstDamage: (offset: Int, message: Int?)?
+        if comments.first != newline + 1 && newline + 1 < bytes.count { firstDamage = (newline + 1, nil) }
         for (index, start) in comments.enumerated() {
             let end = index + 1 < comments.count ? comments[index + 1] : bytes.count
             let commentEnd = bytes[start..<end].firstIndex(of: UInt8(ascii: "\n")) ?? end
@@ -115,11 +120,17 @@ public struct StateFile: Sendable {
                 one.messages.count == 1
             {
                 parsed.intact.append(one.messages[0])
-            } else if parsed.damage?.contains(" at byte ") != true {
-                parsed.damage = "state file \(path) is corrupt at byte \(start) (message \(index + 1))"
+            } else if firstDamage == nil {
+                firstDamage = (start, index + 1)
             }
         }
-        if parsed.damage == nil && parsed.intact.count != expected {
+        if let firstDamage {
+            parsed.damage =
+                "state file \(path) is corrupt at byte \(firstDamage.offset)"
+                + (firstDamage.message.map { " (message \($0))" } ?? "")
+        } else if fields["checksum"].map(String.init) != Self.hex(StateJournal.checksum(body)) {
+            parsed.damage = "state file \(path) is corrupt: its checksum does not match"
+        } else if parsed.intact.count != expected {
             parsed.damage =
                 "state file \(path) is corrupt: header announces \(expected) messages, file holds \(parsed.intact.count)"
         }

@@ -88,59 +88,61 @@ final class StateJournal {
         var records: [Proto_Messages]
         /// Where the dropped torn tail started, if there was one.
         var tornTailOffset: Int?
+        /// The first record that does not check but is not a torn tail, and (v2) where the
+        /// intact records behind it resume; a v1 journal cannot be resynchronised.
+        var damage: (offset: Int, resumesAt: Int?)?
+        /// The file's bytes, for setting a damaged journal aside.
+        var bytes: [UInt8]
     }
 
     /// Reads a journal; `nil` when there is none. Damage before the end throws.
     static func load(path: String) throws(StateStore.Failure) -> Contents? {
         guard let bytes = try FileIO.read(path, what: "journal") else { return nil }
-        let (generation, version, start) = try parseHeader(bytes, path: path)
-        var contents = Contents(generation: generation, records: [], tornTailOffset: nil)
-        var offset = start
-        while offset < bytes.count {
-            if let (record, next) = parseRecord(bytes, at: offset, version: version) {
-                contents.records.append(record)
-                offset = next
-                continue
-            }
-            // Torn tail, or damage with acknowledged records behind it?
-            if version == 2, let behind = nextIntactRecord(bytes, after: offset) {
-                throw StateStore.Failure(
-                    "journal \(path) is corrupt at byte \(offset) (intact records follow at byte \(behind)). "
-                        + StateStore.recoveryAdvice
-                )
-            }
-            if version == 1, !isLastV1Record(bytes, at: offset) {
-                throw StateStore.Failure("journal \(path) is corrupt at byte \(offset). " + StateStore.recoveryAdvice)
-            }
-            contents.tornTailOffset = offset
-            break
+        let contents = try scan(bytes, path: path)
+        if let damage = contents.damage {
+            let behind = damage.resumesAt.map { " (intact records follow at byte \($0))" } ?? ""
+            throw StateStore.Failure(
+                "journal \(path) is corrupt at byte \(damage.offset)\(behind). " + StateStore.recoveryAdvice
+            )
         }
         return contents
     }
 
-    /// Every record that still checks, wherever it is (recovery), and whether anything was skipped.
+    /// Every record that still checks, wherever it is (recovery), and whether a damaged record
+    /// was skipped to reach the ones behind it.
     static func intactRecords(path: String) throws(StateStore.Failure) -> (Contents, damaged: Bool)? {
         guard let bytes = try FileIO.read(path, what: "journal") else { return nil }
-        guard let (generation, version, start) = try? parseHeader(bytes, path: path) else {
+        guard let contents = try? scan(bytes, path: path) else {
             // Without a header the generation is unknown: nothing can be trusted to belong.
             throw StateStore.Failure("journal \(path) has no readable header; set it aside by hand")
         }
-        var contents = Contents(generation: generation, records: [], tornTailOffset: nil)
-        var damaged = false
+        return (contents, contents.damage?.resumesAt != nil)
+    }
+
+    /// Reads every record that checks. A record that does not is a torn tail when nothing
+    /// valid follows it; otherwise it is damage: a v2 journal resumes at the next intact record
+    /// (found by its marker and checksum), a v1 journal stops there.
+    private static func scan(_ bytes: [UInt8], path: String) throws(StateStore.Failure) -> Contents {
+        let (generation, version, start) = try parseHeader(bytes, path: path)
+        var contents = Contents(generation: generation, records: [], tornTailOffset: nil, damage: nil, bytes: bytes)
         var offset = start
         while offset < bytes.count {
             if let (record, next) = parseRecord(bytes, at: offset, version: version) {
                 contents.records.append(record)
                 offset = next
             } else if version == 2, let behind = nextIntactRecord(bytes, after: offset) {
-                damaged = true
+                if contents.damage == nil { contents.damage = (offset, behind) }
                 offset = behind
+            } else if version == 1, !isLastV1Record(bytes, at: offset) {
+                contents.damage = (offset, nil)
+                contents.tornTailOffset = offset
+                break
             } else {
                 contents.tornTailOffset = offset
                 break
             }
         }
-        return (contents, damaged)
+        return contents
     }
 
     private static func parseHeader(_ bytes: [UInt8], path: String) throws(StateStore.Failure) -> (UInt64, Int, Int) {

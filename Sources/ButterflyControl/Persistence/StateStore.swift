@@ -81,34 +81,35 @@ public final class StateStore {
     /// What `recover` kept, and the damaged files to set aside once it is saved.
     public struct Recovered {
         public var messages: [Proto_Message]
-        /// Files that did not check, moved aside by `setAside` after the recovered state is
-        /// safely in a new snapshot (so a failure on the way loses nothing).
-        public var damagedFiles: [String]
+        /// Files that did not check, with their bytes as read: written aside by `setAside`
+        /// after the recovered state is safely in a new snapshot (so a failure on the way
+        /// loses nothing; that compaction replaces the files themselves).
+        public var damaged: [(file: String, bytes: [UInt8])]
     }
 
     /// Every message that still checks, snapshot then journal.
     public func recover() throws(Failure) -> Recovered {
-        var recovered = Recovered(messages: [], damagedFiles: [])
+        var recovered = Recovered(messages: [], damaged: [])
         let saved = try snapshot.intactMessages()
         generation = saved?.generation ?? 0
         recovered.messages = saved?.messages ?? []
-        if saved?.damaged == true { recovered.damagedFiles.append(path) }
+        if let bytes = saved?.damagedBytes { recovered.damaged.append((path, bytes)) }
         if let (journal, damaged) = try StateJournal.intactRecords(path: journalPath) {
             // A journal newer than the snapshot means the snapshot it belongs to is lost: its
             // records alone are still the best that is left.
             if journal.generation >= generation {
                 for record in journal.records { recovered.messages += record.messages }
             }
-            if damaged || journal.generation > generation { recovered.damagedFiles.append(journalPath) }
+            if damaged || journal.generation > generation { recovered.damaged.append((journalPath, journal.bytes)) }
         }
         return recovered
     }
 
     /// Keeps a damaged file's bytes as `<file>.damaged-<unix time>` (for inspection, never
     /// deleted). Called after `compact` saved what was recovered, with the bytes read before.
-    public func setAside(_ file: String, contents: [UInt8]) throws(Failure) -> String {
+    public func setAside(_ file: String, bytes: [UInt8]) throws(Failure) -> String {
         let target = "\(file).damaged-\(Int(Date().timeIntervalSince1970))"
-        try FileIO.writeAtomically(contents, to: target)
+        try FileIO.writeAtomically(bytes, to: target)
         return target
     }
 
