@@ -102,22 +102,7 @@ public final class ZMQSocket {
     /// One monitor event, `nil` when none is queued: its `ZMQ_EVENT_…` number and value
     /// (an errno for failures, a descriptor for `ACCEPTED`).
     public func receiveMonitorEvent() throws(ZMQError) -> (event: UInt16, value: UInt32)? {
-        var frames: [[UInt8]] = []
-        var message = zmq_msg_t()
-        zmq_msg_init(&message)
-        defer { zmq_msg_close(&message) }
-        repeat {
-            var received: Int32
-            repeat {
-                received = zmq_msg_recv(&message, socket, frames.isEmpty ? ZMQ_DONTWAIT : 0)
-            } while received < 0 && zmq_errno() == EINTR
-            if received < 0 {
-                if zmq_errno() == EAGAIN && frames.isEmpty { return nil }
-                throw .last("zmq_msg_recv")
-            }
-            let size = zmq_msg_size(&message)
-            frames.append(Array(UnsafeRawBufferPointer(start: zmq_msg_data(&message), count: size)))
-        } while zmq_msg_more(&message) != 0
+        guard let frames = try receiveFrames(waiting: false) else { return nil }
         // zmq_socket_monitor(3), version 1: frame 1 = event (uint16) ‖ value (uint32), host order.
         guard let first = frames.first, first.count >= 6 else { return nil }
         let event = UInt16(first[0]) | UInt16(first[1]) << 8
@@ -148,7 +133,11 @@ public final class ZMQSocket {
 
     /// Receives one message, gathering every frame of a multi-part message. Returns `nil` on
     /// timeout (`ZMQ_RCVTIMEO`).
-    public func receive() throws(ZMQError) -> [[UInt8]]? {
+    public func receive() throws(ZMQError) -> [[UInt8]]? { try receiveFrames(waiting: true) }
+
+    /// Every frame of one message; `nil` when none came (timeout, or none queued when not
+    /// `waiting` for the first frame; later frames of a message are always waited for).
+    private func receiveFrames(waiting: Bool) throws(ZMQError) -> [[UInt8]]? {
         var frames: [[UInt8]] = []
         var message = zmq_msg_t()
         zmq_msg_init(&message)
@@ -156,7 +145,7 @@ public final class ZMQSocket {
         repeat {
             var received: Int32
             repeat {
-                received = zmq_msg_recv(&message, socket, 0)
+                received = zmq_msg_recv(&message, socket, frames.isEmpty && !waiting ? ZMQ_DONTWAIT : 0)
             } while received < 0 && zmq_errno() == EINTR
             if received < 0 {
                 if zmq_errno() == EAGAIN && frames.isEmpty { return nil }

@@ -115,18 +115,20 @@ public final class GuestMemory {
     /// The host address of guest-physical `[address, address + length)`, or `nil` unless the
     /// whole range is inside one region.
     public func translate(guestPhysical address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
-        for region in regions where address >= region.guestPhysical {
-            let offset = address &- region.guestPhysical
-            guard offset < region.size, length <= region.size &- offset else { continue }
-            return region.host + Int(offset)
-        }
-        return nil
+        translate(address, length: length, byGuestPhysical: true)
     }
 
     /// The host address of front-end virtual `[address, address + length)` (ring addresses).
     public func translate(userAddress address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
-        for region in regions where address >= region.userAddress {
-            let offset = address &- region.userAddress
+        translate(address, length: length, byGuestPhysical: false)
+    }
+
+    @inline(__always)
+    private func translate(_ address: UInt64, length: UInt64, byGuestPhysical: Bool) -> UnsafeMutableRawPointer? {
+        for region in regions {
+            let start = byGuestPhysical ? region.guestPhysical : region.userAddress
+            guard address >= start else { continue }
+            let offset = address &- start
             guard offset < region.size, length <= region.size &- offset else { continue }
             return region.host + Int(offset)
         }
