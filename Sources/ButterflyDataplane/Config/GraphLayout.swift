@@ -1,18 +1,11 @@
-extension DataplaneConfig {
-    /// The configured graph in Graphviz DOT: the underlay and VXLAN endpoint, one switch per
-    /// VNI, and each NIC's chain (`firewall → antispoof → nic`, or straight to the NIC with
-    /// `bypass_filtering`). Node names are quoted, so any NIC id is safe.
-    ///
-    /// With `counters`, each NIC node carries its live packet and drop counts (the running
-    /// graph); without, the configured graph.
-    public func graphDOT(counters: ((String) -> NICCounters?)? = nil, global: NICCounters? = nil) -> String {
-        GraphLayout(self).render(counters: counters, global: global)
-    }
-}
-
-/// The structure of a configuration's graph, sorted and escaped once per configuration, so
-/// that `app_status` on a host of thousands of NICs only formats the live counts (the control
-/// plane keeps one per snapshot version).
+/// A configuration's graph in Graphviz DOT: the underlay and VXLAN endpoint, one switch per
+/// VNI, and each NIC's chain (`firewall → antispoof → nic`, or straight to the NIC with
+/// `bypass_filtering`). Node names are quoted, so any NIC id is safe.
+///
+/// The structure is sorted and escaped once per configuration (the control plane keeps one per
+/// snapshot version), so that `app_status` on a host of thousands of NICs only formats the live
+/// counts: with `counters`, each NIC node carries its packet and drop counts (the running
+/// graph); without, the configured graph.
 public struct GraphLayout: Sendable {
     struct Chain: Sendable {
         var id: String
