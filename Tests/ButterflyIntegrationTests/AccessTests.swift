@@ -25,10 +25,12 @@ struct AccessTests {
         let directory = TemporaryDirectory()
         // nobody must be able to reach the socket's directory (as /run/butterfly, 0755).
         chmod(directory.path, 0o755)
-        return try Daemon(
+        let daemon = try Daemon(
             extraArguments: ["--api-socket-group", operators, "--trace-path", directory.path] + extra,
             directory: directory
         )
+        _ = socketStatus(daemon, mode: 0o660)
+        return daemon
     }
 
     static func status(_ path: String) -> stat {
@@ -37,9 +39,19 @@ struct AccessTests {
         return status
     }
 
+    /// The API socket's status once the daemon has given it its mode. libzmq creates the file
+    /// (private, under umask 0177) a moment before the daemon sets group and mode, and the
+    /// harness calls a daemon started as soon as the file exists: read the mode as the daemon
+    /// left it, not in that window.
+    static func socketStatus(_ daemon: Daemon, mode: mode_t) -> stat {
+        let path = daemon.directory.path + "/api.sock"
+        _ = waitUntil(timeout: 10) { status(path).st_mode & 0o777 == mode }
+        return status(path)
+    }
+
     @Test func packagedSocketRefusesOtherUsers() throws {
         let daemon = try Self.packagedDaemon()
-        let socket = Self.status(daemon.directory.path + "/api.sock")
+        let socket = Self.socketStatus(daemon, mode: 0o660)
         #expect(socket.st_mode & 0o777 == 0o660)
         #expect(socket.st_gid == getgrnam(Self.operators).pointee.gr_gid)
         #expect(try daemon.cli("nic add --id keep --mac 52:54:00:00:00:01 --vni 1").status == 0)
@@ -147,7 +159,7 @@ struct AccessTests {
 
         // An ipc socket others may write.
         let daemon = try Daemon(extraArguments: ["--api-socket-mode", "0666"])
-        #expect(Self.status(daemon.directory.path + "/api.sock").st_mode & 0o777 == 0o666)
+        #expect(Self.socketStatus(daemon, mode: 0o666).st_mode & 0o777 == 0o666)
         #expect(daemon.stop() == 0)
         #expect(daemon.stderr.contains("is writable by every local user (mode 666)"), "\(daemon.stderr)")
 
