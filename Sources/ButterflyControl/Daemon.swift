@@ -152,7 +152,10 @@ public enum Daemon {
         }
         Log.info("API listening on \(server.endpoint)")
         for warning in endpoint.exposureWarnings(hasKey: cipher != nil, socketMode: socketMode) { warn(warning) }
-        let reason = try server.run(stopDescriptor: signalFD)
+        let vhostUser = APIServer.BackgroundWork(descriptor: runtime.vhostUser.descriptor) {
+            runtime.serviceVhostUser()
+        }
+        let reason = try server.run(stopDescriptor: signalFD, background: vhostUser)
         if reason == .stopDescriptorReadable {
             var info = signalfd_siginfo()
             _ = read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size)

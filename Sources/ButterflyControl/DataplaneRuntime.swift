@@ -59,6 +59,12 @@ public final class DataplaneRuntime: DataplaneBinding {
     public let worker: Worker
     private var attachments: TreeDictionary<String, NICAttachment> = [:]
     private var prepared: [String: NICAttachment] = [:]
+    /// The control side of each vhost-user NIC (its socket and protocol session), served from
+    /// the API thread (`serviceVhostUser`); a prepared NIC's device joins at publish.
+    public let vhostUser = VhostUserDeviceSet()
+    private var preparedDevices: [String: VhostUserDevice] = [:]
+    /// Queue pairs a vhost-user NIC offers (the guest uses as many as it asks for).
+    public static let vhostUserQueuePairs = 8
     private var detached: Set<String> = []
     private let nicMTU: Int?
     private let closer = PortCloser()
@@ -100,36 +106,105 @@ public final class DataplaneRuntime: DataplaneBinding {
             } catch {
                 throw APIError("NIC creation failed", detail: error.description)
             }
-        case .vhostUserServer, .vhostUserClient, .bench:
-            // Their ports arrive with the vhost-user and bench issues; the NIC is configured
-            // and reported, and moves no packets yet. A port of a previous kind goes away.
+        case .vhostUserServer, .vhostUserClient:
+            detached.remove(nic.id)
+            let mode: VhostUserEndpoint.Mode = nic.kind == .vhostUserServer ? .server : .client
+            // A re-added NIC of the same kind and path keeps its socket and its guest.
+            for (candidate, device) in [
+                (prepared[nic.id], preparedDevices[nic.id]), (attachments[nic.id], vhostUser.device(named: nic.id)),
+            ] {
+                if let live = candidate, let device, live.port is VhostUserPort, device.endpoint.path == path,
+                    device.endpoint.mode == mode
+                {
+                    prepared[nic.id] = live
+                    preparedDevices[nic.id] = device
+                    return
+                }
+            }
+            // The NIC's previous socket (a re-add in another mode) must go before the new one
+            // takes its path.
+            preparedDevices[nic.id] = nil
+            if let old = vhostUser.device(named: nic.id), old.endpoint.path == path {
+                throw APIError(
+                    "NIC creation failed",
+                    detail: "vhost-user NIC \(nic.id) is in use in its other mode: delete it first"
+                )
+            }
+            do {
+                let port = try VhostUserPort(
+                    name: nic.id,
+                    queuePairs: Self.vhostUserQueuePairs,
+                    runOnWorker: { [worker] body in worker.onWorkerThread(body) }
+                )
+                let endpoint = try VhostUserEndpoint(path: path, mode: mode)
+                preparedDevices[nic.id] = VhostUserDevice(
+                    endpoint: endpoint,
+                    queuePairs: Self.vhostUserQueuePairs,
+                    dataPath: port
+                )
+                prepared[nic.id] = NICAttachment(nicID: nic.id, port: port)
+            } catch let error as VhostUserEndpoint.Failure {
+                throw APIError("NIC creation failed", detail: error.description)
+            } catch {
+                throw APIError("NIC creation failed", detail: "\(error)")
+            }
+        case .bench:
+            // Its port arrives with BENCH NICs; the NIC is configured and reported, and moves
+            // no packets yet. A port of a previous kind goes away.
             prepared[nic.id] = nil
+            preparedDevices[nic.id] = nil
             detached.insert(nic.id)
         }
+    }
+
+    /// Serves the vhost-user NICs' control sockets (API thread); returns when a client-mode
+    /// NIC is next due to reconnect.
+    public func serviceVhostUser() -> Double? {
+        let next = vhostUser.service(now: Self.now())
+        for line in vhostUser.takeLog() { Log.warning(line) }
+        return next
+    }
+
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     /// Forgets what `prepare` created for changes that were rolled back: new taps close.
     public func abandonPrepared() {
         prepared.removeAll()
+        preparedDevices.removeAll()
         detached.removeAll()
     }
 
     /// Publishes a configuration after the model changed `change`.
     public func publish(_ config: DataplaneConfig, change: ModelChange, changedNICs: [String]) {
         var removed: NICAttachment?
+        var removedDevice: VhostUserDevice?
+        var addedDevice: (id: String, device: VhostUserDevice)?
         if case .nic(let id) = change {
             if let attachment = prepared.removeValue(forKey: id) {
                 if let old = attachments[id], old !== attachment { removed = old }
                 attachments[id] = attachment
+                let device = preparedDevices.removeValue(forKey: id)
+                if let live = vhostUser.device(named: id), live !== device {
+                    removedDevice = vhostUser.remove(named: id)
+                }
+                if let device, vhostUser.device(named: id) !== device { addedDevice = (id, device) }
             } else if config.nics[id] == nil || detached.remove(id) != nil {
                 removed = attachments.removeValue(forKey: id)
+                removedDevice = vhostUser.remove(named: id)
             }
         }
         worker.publish(DataplaneUpdate(config: config, attachments: attachments, changedNICs: changedNICs))
+        if let addedDevice { vhostUser.add(addedDevice.device, named: addedDevice.id, now: Self.now()) }
         if let removed {
             // The worker must stop using the port before it is closed (and before a NIC of
             // the same name can be created again).
             worker.waitForAdoption(of: config.version)
+            // Its front-end goes now: socket closed (a server's file removed), memory unmapped.
+            removedDevice = nil
             if let tap = removed.port as? TapPort { closingNames.insert(tap.name) }
             kernelReadSecond[removed.nicID] = nil
             closer.close([removed])
@@ -142,6 +217,8 @@ public final class DataplaneRuntime: DataplaneBinding {
         let all = Array(attachments.values) + Array(prepared.values)
         attachments = [:]
         prepared = [:]
+        preparedDevices = [:]
+        for id in all.map(\.nicID) { vhostUser.remove(named: id) }
         closer.close(all)
         closer.wait()
     }
@@ -161,6 +238,9 @@ public final class DataplaneRuntime: DataplaneBinding {
     public func counters(of id: String) -> NICCounters? {
         guard let attachment = attachments[id] else { return nil }
         if let tap = attachment.port as? TapPort { refreshKernelDrops(of: tap, attachment) }
+        if let device = vhostUser.device(named: id) {
+            attachment.counters.setDrops(.vhostProtocol, to: device.protocolErrors)
+        }
         return attachment.counters.snapshot
     }
 

@@ -62,8 +62,22 @@ final class ChildProcess: @unchecked Sendable {
         }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        // A child starts with no signal blocked and SIGINT/SIGTERM at their defaults, whatever
+        // the test runner's threads have (testpmd ignored the SIGINT that stops it otherwise).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGINT)
+        sigaddset(&defaults, SIGTERM)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var child: pid_t = 0
-        let result = posix_spawn(&child, path, &actions, nil, argv, environ)
+        let result = posix_spawn(&child, path, &actions, &attributes, argv, environ)
         close(pipes[0][1])
         close(pipes[1][1])
         guard result == 0 else {

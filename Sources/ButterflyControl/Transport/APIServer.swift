@@ -105,16 +105,39 @@ public final class APIServer {
         case stopDescriptorReadable
     }
 
+    /// Other work of the API thread, served between requests: a descriptor to wait on beside
+    /// the API socket, and a service call that returns when it is next due by time (seconds
+    /// of CLOCK_MONOTONIC). The vhost-user NICs' control sockets live here.
+    public struct BackgroundWork {
+        public var descriptor: Int32
+        public var service: () -> Double?
+        public init(descriptor: Int32, service: @escaping () -> Double?) {
+            self.descriptor = descriptor
+            self.service = service
+        }
+    }
+
     /// Serves until `app_quit` or until `stopDescriptor` becomes readable.
-    public func run(stopDescriptor: Int32) throws(ZMQError) -> StopReason {
+    public func run(stopDescriptor: Int32, background: BackgroundWork? = nil) throws(ZMQError) -> StopReason {
+        var backgroundDue = background?.service()
         while true {
-            let timeout = resumeAt.map { Int(max(0, $0 - Self.now())) } ?? -1
+            var deadline = resumeAt
+            if let backgroundDue {
+                let due = Int64((backgroundDue * 1000).rounded(.up))
+                deadline = min(deadline ?? due, due)
+            }
+            let timeout = deadline.map { Int(max(0, $0 - Self.now())) } ?? -1
             let ready = try ZMQSocket.poll(
                 [socket, monitor],
-                orFileDescriptor: stopDescriptor,
+                orFileDescriptors: [stopDescriptor] + (background.map { [$0.descriptor] } ?? []),
                 timeoutMilliseconds: timeout
             )
-            if ready.fileDescriptor { return .stopDescriptorReadable }
+            if ready.fileDescriptors[0] { return .stopDescriptorReadable }
+            if let background,
+                ready.fileDescriptors[1] || backgroundDue.map({ Int64($0 * 1000) <= Self.now() }) == true
+            {
+                backgroundDue = background.service()
+            }
             if ready.sockets[1] { try readMonitor() }
             if let resumeAt, Self.now() >= resumeAt { resume() }
             guard ready.sockets[0], let frames = try socket.receive() else { continue }

@@ -187,15 +187,25 @@ extension ZMQSocket {
         orFileDescriptor fd: Int32,
         timeoutMilliseconds: Int
     ) throws(ZMQError) -> (sockets: [Bool], fileDescriptor: Bool) {
+        let ready = try poll(sockets, orFileDescriptors: [fd], timeoutMilliseconds: timeoutMilliseconds)
+        return (ready.sockets, ready.fileDescriptors[0])
+    }
+
+    /// Waits until one of `sockets` or `fds` is readable (or the timeout, −1: none).
+    public static func poll(
+        _ sockets: [ZMQSocket],
+        orFileDescriptors fds: [Int32],
+        timeoutMilliseconds: Int
+    ) throws(ZMQError) -> (sockets: [Bool], fileDescriptors: [Bool]) {
         var items = sockets.map { zmq_pollitem_t(socket: $0.socket, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
-        items.append(zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0))
+        for fd in fds { items.append(zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0)) }
         while true {
             if zmq_poll(&items, Int32(items.count), timeoutMilliseconds) >= 0 { break }
             if zmq_errno() == EINTR { continue }
             throw .last("zmq_poll")
         }
         let readable = items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
-        return (Array(readable.dropLast()), readable.last!)
+        return (Array(readable.prefix(sockets.count)), Array(readable.dropFirst(sockets.count)))
     }
 }
 

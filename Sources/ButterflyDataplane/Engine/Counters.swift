@@ -53,6 +53,14 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case conntrackFull
     /// A non-first fragment whose first fragment was not allowed (or never seen).
     case fragment
+    /// vhost-user: a descriptor chain that broke the ring rules (outside guest memory, a loop,
+    /// the wrong direction, longer than a buffer); the chain went back to the guest empty.
+    /// Copied from the port once a second.
+    case guestDescriptor
+    /// vhost-user: a front-end dropped for breaking the protocol (a malformed message, wrong
+    /// descriptors, a bad memory table or ring); counted per connection, written by the
+    /// control plane when it reads the NIC's counters.
+    case vhostProtocol
 
     public var name: String {
         switch self {
@@ -86,6 +94,8 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .invalidTCPState: "invalid-tcp-state"
         case .conntrackFull: "conntrack-full"
         case .fragment: "fragment"
+        case .guestDescriptor: "guest-descriptor"
+        case .vhostProtocol: "vhost-protocol"
         }
     }
 }

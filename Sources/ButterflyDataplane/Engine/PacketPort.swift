@@ -21,10 +21,30 @@ public protocol PacketPort: AnyObject {
     /// Frames the kernel dropped before the port could take them (a full receive ring); may
     /// cost a system call, so the worker reads it once a second.
     var kernelDrops: UInt64 { get }
+    /// Frames the guest handed over in a form the port refuses (vhost-user: descriptor chains
+    /// that broke the ring rules), counted in `portDrops` too; published once a second.
+    var guestErrors: UInt64 { get }
+
+    // Hooks for ports that are more than one descriptor (vhost-user: a kick eventfd per queue
+    // behind one epoll descriptor, notifications the guest may suppress). A tap or a packet
+    // socket keeps the defaults, which cost nothing.
+
+    /// True when the port wants `wake` and `prepareToSleep` (asked once, when it is adopted).
+    var hasSleepHooks: Bool { get }
+    /// `fileDescriptor` became readable while the worker slept: the port clears what woke it
+    /// (drains its kick eventfds) and stops asking to be woken while the worker busy-polls.
+    func wake()
+    /// The worker is about to sleep: the port asks to be woken for new frames and returns
+    /// true when frames arrived meanwhile (the worker then polls again instead of sleeping).
+    func prepareToSleep() -> Bool
 }
 
 extension PacketPort {
     public var kernelDrops: UInt64 { 0 }
+    public var guestErrors: UInt64 { 0 }
+    public var hasSleepHooks: Bool { false }
+    public func wake() {}
+    public func prepareToSleep() -> Bool { false }
 
     /// `transmit`, counting what the port could not send (a guest's queue full, a full ring,
     /// a link down) as `transmit-failed` in `counters`.

@@ -109,9 +109,9 @@ extension Worker {
     private func adoptNIC(id: String, _ nic: NICConfig, attachment: NICAttachment?) {
         if let slot = slotByID[id], let guest = slots[slot] {
             if guest.attachment !== attachment {
-                if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+                detachPort(of: guest, slot: slot)
                 guest.attachment = attachment
-                if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+                attachPort(of: guest, slot: slot)
             }
             if guest.config.vni != nic.vni {
                 leaveVNI(slot: slot, vni: guest.config.vni)
@@ -131,7 +131,7 @@ extension Worker {
             slotByID[id] = slot
             updateTrace(slots[slot]!)
             joinVNI(slot: slot, vni: nic.vni)
-            if let fd = attachment?.port.fileDescriptor, fd >= 0 { watch(fd, token: UInt64(slot)) }
+            attachPort(of: slots[slot]!, slot: slot)
             slots[slot]!.zone = nextZone
             nextZone &+= 1
             refreshPath(slot)
@@ -184,12 +184,25 @@ extension Worker {
         guard let guest = slots[slot] else { return }
         if guest.trace != nil { openNICTraces -= 1 }
         guest.transmitBatch.releaseAll(to: pool)
-        if let fd = guest.port?.fileDescriptor, fd >= 0 { unwatch(fd) }
+        detachPort(of: guest, slot: slot)
         leaveVNI(slot: slot, vni: guest.config.vni)
         paths[slot] = SlotPath()
         slots[slot] = nil
         slotByID[id] = nil
         freeSlots.append(slot)
+    }
+
+    /// Watches a slot's port: its descriptor in epoll, its sleep hooks.
+    private func attachPort(of guest: GuestSlot, slot: Int) {
+        guard let port = guest.port else { return }
+        if port.fileDescriptor >= 0 { watch(port.fileDescriptor, token: .port(slot: slot)) }
+        if port.hasSleepHooks { sleepHookSlots.append(slot) }
+    }
+
+    private func detachPort(of guest: GuestSlot, slot: Int) {
+        guard let port = guest.port else { return }
+        if port.fileDescriptor >= 0 { unwatch(port.fileDescriptor) }
+        if port.hasSleepHooks { sleepHookSlots.removeAll { $0 == slot } }
     }
 
     private func joinVNI(slot: Int, vni: UInt32) {
@@ -202,10 +215,10 @@ extension Worker {
         switches.leave(vni: vni, slot: slot, now: now, ageLimit: settings.macAgeSeconds)
     }
 
-    func watch(_ fd: Int32, token: UInt64) {
+    func watch(_ fd: Int32, token: EpollToken) {
         var event = epoll_event()
         event.events = UInt32(EPOLLIN.rawValue)
-        event.data.u64 = token
+        event.data.u64 = token.rawValue
         _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
     }
 
@@ -215,7 +228,7 @@ extension Worker {
     }
 
     /// Registers the underlay port's descriptor for idle wake-ups.
-    public func watchUnderlay(_ fd: Int32) { watch(fd, token: UInt64.max - 1) }
+    public func watchUnderlay(_ fd: Int32) { watch(fd, token: .underlay) }
 
     /// Counters of a NIC's attachment, if it has one.
     public func slotCount() -> Int { slots.count }

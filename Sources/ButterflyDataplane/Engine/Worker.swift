@@ -71,6 +71,12 @@ public final class Worker: @unchecked Sendable {
     /// batches: the packet path never takes a lock for them.
     let questions = Mutex<(question: WorkerQuestion, answer: WorkerAnswer?)?>(nil)
     let questionPending = Atomic<Bool>(false)
+    /// A port update waiting for the worker thread (`onWorkerThread`).
+    let portTask = Mutex<PortTask?>(nil)
+    let portTaskPending = Atomic<Bool>(false)
+    /// True from `start()` until the worker thread leaves its loop: a port update is then run
+    /// by the caller itself.
+    let threadRunning = Atomic<Bool>(false)
     let adopted = Atomic<UInt64>(0)
     let longestAdoption = Atomic<UInt64>(0)
     let lastAdoption = Atomic<UInt64>(0)
@@ -91,6 +97,8 @@ public final class Worker: @unchecked Sendable {
     let paths: UnsafeMutablePointer<SlotPath>
     /// Slots with frames waiting in their tx batch.
     var pendingTransmit: [Int] = []
+    /// Slots whose port has sleep hooks (`PacketPort.hasSleepHooks`): asked before each sleep.
+    var sleepHookSlots: [Int] = []
     let receiveBatch = PacketBatch()
     var now: UInt32 = 0
     private var lastSweep: UInt32 = 0
@@ -121,7 +129,7 @@ public final class Worker: @unchecked Sendable {
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         precondition(wakeFD >= 0 && epollFD >= 0, "eventfd/epoll_create1 failed: \(String(cString: strerror(errno)))")
-        watch(wakeFD, token: UInt64.max)
+        watch(wakeFD, token: .wake)
     }
 
     deinit {
@@ -189,6 +197,7 @@ public final class Worker: @unchecked Sendable {
     /// Starts the worker thread, pinned to `cpu` when given; `join()` waits for it after `stop()`.
     public func start(cpu: Int? = nil) {
         pinnedCPU = cpu
+        threadRunning.store(true, ordering: .releasing)
         let context = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(
             &thread,
@@ -197,6 +206,7 @@ public final class Worker: @unchecked Sendable {
                 let worker = Unmanaged<Worker>.fromOpaque(context!).takeRetainedValue()
                 if let cpu = worker.pinnedCPU { _ = cbutterfly_pin_current_thread(Int32(cpu)) }
                 worker.run()
+                worker.threadRunning.store(false, ordering: .releasing)
                 return nil
             },
             context
@@ -221,6 +231,7 @@ public final class Worker: @unchecked Sendable {
             if pending.load(ordering: .acquiring) { adoptPending() }
             if adopting != nil { continueAdoption() }
             if questionPending.load(ordering: .acquiring) { answerQuestion() }
+            if portTaskPending.load(ordering: .acquiring) { runPortTask() }
             now = Self.monotonicSeconds()
             firewall.now = now
             if now != lastSweep { sweep() }
@@ -238,22 +249,30 @@ public final class Worker: @unchecked Sendable {
                 emptyPolls += 1
                 guard emptyPolls >= settings.idlePollsBeforeSleep, adopting == nil else { continue }
             }
+            // Ports that suppress notifications while polled (vhost-user) ask for them again;
+            // frames that arrived meanwhile are served first.
+            if prepareSleepHooks() {
+                emptyPolls = 0
+                continue
+            }
             // Idle: sleep until a port or the mailbox is readable (or a second passes, to age
             // tables), then serve only the ports that woke us. Busy polling of every port
             // resumes only if a wake-up brings `busyPollThreshold` frames.
             let ready = epoll_wait(epollFD, &events, Int32(events.count), 1000)
             var work = 0
             for index in 0..<max(0, Int(ready)) {
-                let token = events[index].data.u64
-                if token == UInt64.max {
+                switch EpollToken(events[index].data.u64) {
+                case .wake:
                     var drained: UInt64 = 0
                     _ = read(wakeFD, &drained, 8)
-                } else if token == UInt64.max - 1 {
+                case .underlay:
                     work += underlay?.poll(self) ?? 0
-                } else if Int(token) < slots.count, let guest = slots[Int(token)], let port = guest.port {
+                case .port(let slot):
+                    guard slot < slots.count, let guest = slots[slot], let port = guest.port else { continue }
+                    port.wake()
                     while port.receive(into: receiveBatch, pool: pool) > 0 {
                         work += receiveBatch.count
-                        fromGuest(slot: Int(token), guest)
+                        fromGuest(slot: slot, guest)
                     }
                 }
             }
@@ -263,6 +282,15 @@ public final class Worker: @unchecked Sendable {
             }
             emptyPolls = work >= busyThreshold ? 0 : settings.idlePollsBeforeSleep
         }
+    }
+
+    /// Asks every port with sleep hooks to notify again; true when one has frames waiting.
+    private func prepareSleepHooks() -> Bool {
+        var waiting = false
+        for slot in sleepHookSlots {
+            if let port = slots[slot]?.port, port.prepareToSleep() { waiting = true }
+        }
+        return waiting
     }
 
     /// Frames a pass or a wake-up must bring to make busy polling pay: `busyPollThreshold`,
@@ -278,6 +306,7 @@ public final class Worker: @unchecked Sendable {
         if pending.load(ordering: .acquiring) { adoptPending() }
         while adopting != nil { continueAdoption() }
         if questionPending.load(ordering: .acquiring) { answerQuestion() }
+        if portTaskPending.load(ordering: .acquiring) { runPortTask() }
         now = Self.monotonicSeconds()
         firewall.now = now
         return pollOnce()
@@ -373,11 +402,37 @@ public final class Worker: @unchecked Sendable {
         let perSlot = connections.countBySlot
         for (slot, guest) in slots.enumerated() {
             guard let guest, let counters = guest.attachment?.counters else { continue }
-            if let port = guest.port { counters.setDrops(.portReceive, to: port.portDrops.receiveDropped) }
+            if let port = guest.port {
+                counters.setDrops(.portReceive, to: port.portDrops.receiveDropped)
+                counters.setDrops(.guestDescriptor, to: port.guestErrors)
+            }
             counters.setConnections(slot < perSlot.count ? UInt64(max(0, perSlot[slot])) : 0)
         }
         globalCounters.setConnections(UInt64(connections.count))
         underlay?.publishPortCounters(self)
     }
 
+}
+
+/// What woke the worker from epoll: its mailbox, the underlay, or a NIC's port (by slot).
+enum EpollToken: Equatable {
+    case wake
+    case underlay
+    case port(slot: Int)
+
+    init(_ raw: UInt64) {
+        switch raw {
+        case UInt64.max: self = .wake
+        case UInt64.max - 1: self = .underlay
+        default: self = .port(slot: Int(truncatingIfNeeded: raw))
+        }
+    }
+
+    var rawValue: UInt64 {
+        switch self {
+        case .wake: UInt64.max
+        case .underlay: UInt64.max - 1
+        case .port(let slot): UInt64(slot)
+        }
+    }
 }
