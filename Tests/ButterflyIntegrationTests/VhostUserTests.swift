@@ -110,6 +110,8 @@ struct VhostUserTests {
         )
         #expect(try addNIC(daemon, "a", mac: "52:54:00:00:03:01", vni: 4, ip: "198.51.100.1", client: true) == a)
         #expect(try addNIC(daemon, "b", mac: "52:54:00:00:03:02", vni: 4, ip: "198.51.100.2", client: true) == b)
+        try sink.waitUntilForwarding()
+        try generator.waitUntilForwarding()
         try #require(waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 5_000 })
 
         // Killed outright, restarted from its state file: both NICs come back and connect to
@@ -249,6 +251,12 @@ final class Testpmd {
         // exec: the shell becomes testpmd, whose pid we signal.
         let command = "exec " + arguments.map { "'\($0)'" }.joined(separator: " ") + " > \(output) 2>&1"
         process = try ChildProcess("/bin/sh", ["-c", command])
+        // A listening testpmd (server) starts forwarding once the daemon connected.
+        if !server { try waitUntilForwarding() }
+    }
+
+    /// Returns once testpmd forwards (it prints its first statistics).
+    func waitUntilForwarding() throws {
         let started = waitUntil(timeout: 30) {
             !process.isRunning || ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains(
                 "Port statistics"

@@ -148,6 +148,8 @@ public final class APIServer {
                 : APIService.Outcome(reply: APIService.bareError(.parseError), quit: false)
             try socket.send(outcome.reply)
             if outcome.quit { return .quitRequested }
+            // A request may have added work (a client-mode NIC that must connect by itself).
+            if let background { backgroundDue = background.service() }
         }
     }
 

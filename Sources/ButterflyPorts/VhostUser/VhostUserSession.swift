@@ -262,7 +262,9 @@ public final class VhostUserSession {
             }
             replyValue = 0
         case VhostUserRequest.setVringEnable:
-            guard negotiated(Self.featureProtocolFeatures) else { throw .unknownRequest(request) }
+            // Meant for PROTOCOL_FEATURES, but DPDK virtio_user reconnecting (server mode)
+            // enables its queue pairs before it sends SET_FEATURES again: taken in any state.
+            // Without PROTOCOL_FEATURES, SET_FEATURES enables every ring anyway.
             let (index, num) = try message.vringState()
             let ring = try ringIndex(index)
             guard num <= 1 else { throw .protocolViolation("SET_VRING_ENABLE(\(num)) on ring \(ring)") }

@@ -66,10 +66,16 @@ public struct Virtqueue {
         self.memory = memory
         self.indirectAllowed = indirectAllowed
         self.eventIndex = eventIndex
-        lastAvailable = base
         // The used index continues from what the guest last saw.
         nextUsed = UInt16(littleEndian: used.load(fromByteOffset: 2, as: UInt16.self))
         publishedUsed = nextUsed
+        // Every chain we take is returned before the ring stops, so a front-end that kept the
+        // ring's position (QEMU: GET_VRING_BASE, then SET_VRING_BASE) gives a base equal to
+        // the used index. One that reconnects to a restarted back-end and sets base 0 (DPDK
+        // virtio_user in server mode) would leave the ring "over-full" forever: resume where
+        // the used ring says, as DPDK's own back-end does (chains a crashed back-end had taken
+        // but not returned are taken again).
+        lastAvailable = base == nextUsed ? base : nextUsed
     }
 
     // MARK: Available side
