@@ -133,7 +133,9 @@ struct VhostUserTests {
     @Test func severalQueuePairs() throws {
         let daemon = try Daemon()
         try createOpenGroup(on: daemon)
-        let a = try addNIC(daemon, "a", mac: "52:54:00:00:04:01", vni: 5, ip: "198.51.100.1")
+        // Many flows come from many source addresses (testpmd's multi-flow varies the source):
+        // the generator's NIC does not filter.
+        let a = try addNIC(daemon, "a", mac: "52:54:00:00:04:01", vni: 5, ip: "198.51.100.1", bypass: true)
         let b = try addNIC(daemon, "b", mac: "52:54:00:00:04:02", vni: 5, ip: "198.51.100.2")
         let sink = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:04:02", queues: 2)
         let generator = try Testpmd.generator(
@@ -143,7 +145,8 @@ struct VhostUserTests {
             to: "52:54:00:00:04:02",
             from: "198.51.100.1",
             toIP: "198.51.100.2",
-            queues: 2
+            queues: 2,
+            flows: true
         )
         try #require(waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 20_000 })
         let sent = try generator.stop()
@@ -190,12 +193,19 @@ struct VhostUserTests {
     // MARK: Helpers
 
     /// Adds a vhost-user NIC with one address and the open group; returns its socket path.
-    func addNIC(_ daemon: Daemon, _ id: String, mac: String, vni: Int, ip: String, client: Bool = false) throws
-        -> String
-    {
+    func addNIC(
+        _ daemon: Daemon,
+        _ id: String,
+        mac: String,
+        vni: Int,
+        ip: String,
+        client: Bool = false,
+        bypass: Bool = false
+    ) throws -> String {
         let type = client ? "VHOST_USER_CLIENT" : "VHOST_USER_SERVER"
         let add = try daemon.cli(
             "nic add --id \(id) --mac \(mac) --vni \(vni) --type \(type) --ip \(ip) --sg \(openGroup)"
+                + (bypass ? " --bypass-filtering" : "")
         )
         try #require(add.status == 0, "\(add)")
         return add.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -297,7 +307,8 @@ final class Testpmd {
         from ip: String,
         toIP: String,
         queues: Int = 1,
-        server: Bool = false
+        server: Bool = false,
+        flows: Bool = false
     ) throws -> Testpmd {
         try Testpmd(
             prefix: prefix,
@@ -306,6 +317,7 @@ final class Testpmd {
             queues: queues,
             server: server,
             forwarding: ["--forward-mode=txonly", "--eth-peer=0,\(peer)", "--tx-ip=\(ip),\(toIP)"]
+                + (flows ? ["--txonly-multi-flow"] : [])
         )
     }
 

@@ -107,8 +107,12 @@ import Testing
         var byte: UInt8 = 0
         // A hang-up reads as the end of the stream, or as a reset when the device dropped the
         // connection with bytes of ours still unread.
-        let received = recv(frontEnd, &byte, 1, 0)
-        let error = errno
+        var received: Int
+        var error: Int32
+        repeat {
+            received = recv(frontEnd, &byte, 1, 0)
+            error = errno
+        } while received < 0 && error == EINTR
         #expect(received == 0 || (received < 0 && error == ECONNRESET), "the front-end sees the hang-up: errno \(error)")
         close(frontEnd)
 

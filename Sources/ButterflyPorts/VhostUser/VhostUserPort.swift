@@ -54,6 +54,8 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
     private var mergeable = false
     private let header: UnsafeMutableRawPointer
     private let receiveHeader: UnsafeMutableRawPointer
+    /// Where the next `receive` starts among `transmitRings`.
+    private var firstTransmitRing = 0
     /// False while the worker polls us after a wake-up (the guest was asked not to kick).
     private var kicksWanted = true
     private var readyEvents: [epoll_event]
@@ -183,7 +185,13 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
 
     public func receive(into batch: PacketBatch, pool: PacketPool) -> Int {
         var received = 0
-        for ring in transmitRings {
+        // Each call starts at the next transmitq, so a busy first queue cannot fill every batch.
+        let rings = transmitRings.count
+        guard rings > 0 else { return 0 }
+        firstTransmitRing = firstTransmitRing &+ 1 < rings ? firstTransmitRing &+ 1 : 0
+        for step in 0..<rings {
+            let position = firstTransmitRing &+ step
+            let ring = transmitRings[position < rings ? position : position &- rings]
             guard var queue = queues[ring] else { continue }
             queues[ring] = nil  // no second reference while we mutate the copy
             while !batch.isFull {
