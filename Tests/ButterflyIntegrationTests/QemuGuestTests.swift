@@ -1,0 +1,157 @@
+import Foundation
+import Testing
+
+/// Real virtual machines on vhost-user NICs (QEMU under TCG, TESTBED.md): two guests ping and
+/// move TCP through the daemon, a guest reboot reconnects, a guest on one host reaches a TAP
+/// namespace on another over VXLAN, and in client mode the daemon is killed and restarted
+/// under a running guest whose traffic resumes.
+@Suite(.serialized)
+struct QemuGuestTests {
+    let namespaces = Namespaces()
+
+    /// Adds a vhost-user NIC with the open group; returns its socket path.
+    func vhostNIC(_ daemon: Daemon, _ id: String, mac: String, vni: Int, ip: String, client: Bool = false) throws
+        -> String
+    {
+        let type = client ? "VHOST_USER_CLIENT" : "VHOST_USER_SERVER"
+        let add = try daemon.cli("nic add --id \(id) --mac \(mac) --vni \(vni) --type \(type) --ip \(ip) --sg \(openGroup)")
+        try #require(add.status == 0, "\(add)")
+        return add.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A TAP NIC moved into a namespace of its own, as a VM that answers pings.
+    func tapVM(_ daemon: Daemon, _ suffix: String, mac: String, vni: Int, ip: String) throws -> String {
+        let name = namespaces.prefix + suffix
+        let add = try daemon.cli(
+            "nic add --id \(name) --mac \(mac) --vni \(vni) --type TAP --ip \(ip) --sg \(openGroup)"
+        )
+        try #require(add.status == 0, "\(add)")
+        if !namespaces.names.contains(name) { try namespaces.add(suffix) }
+        try namespaces.attach(tap: name, to: name, ipv4: ip + "/24")
+        return name
+    }
+
+    @Test func twoGuestsPingAndMoveTCP() throws {
+        let daemon = try Daemon()
+        try createOpenGroup(on: daemon)
+        let one = try vhostNIC(daemon, "vm1", mac: "52:54:00:00:11:01", vni: 11, ip: "203.0.113.1")
+        let two = try vhostNIC(daemon, "vm2", mac: "52:54:00:00:11:02", vni: 11, ip: "203.0.113.2")
+        let bytes = 4 << 20
+        let listener = try QemuGuest(
+            path: one,
+            mac: "52:54:00:00:11:01",
+            ip: "203.0.113.1/24",
+            peer: "203.0.113.2",
+            script: "listen"
+        )
+        let sender = try QemuGuest(
+            path: two,
+            mac: "52:54:00:00:11:02",
+            ip: "203.0.113.2/24",
+            peer: "203.0.113.1",
+            script: "send",
+            extra: "bf.bytes=\(bytes)"
+        )
+        #expect(sender.waitFor("BF-PING-OK", timeout: 120), "\(sender.output)")
+        #expect(listener.waitFor("BF-TCP-RECEIVED", timeout: 180), "\(listener.output)")
+        #expect(listener.output.contains("BF-TCP-RECEIVED \(bytes)"), "\(listener.output)")
+        #expect(sender.waitFor("BF-TCP-SENT", timeout: 30), "\(sender.output)")
+        // The daemon saw the guests' frames pass its filters, none refused.
+        let counters = try nicCounters(daemon, "vm2")
+        #expect(counters["in packets", default: 0] > bytes / 1500, "\(counters)")
+        #expect(counters["drop guest-descriptor", default: 0] == 0 && counters["drop vhost-protocol", default: 0] == 0)
+    }
+
+    @Test func aRebootedGuestGetsItsNICBack() throws {
+        let daemon = try Daemon()
+        try createOpenGroup(on: daemon)
+        let path = try vhostNIC(daemon, "vm", mac: "52:54:00:00:12:01", vni: 12, ip: "203.0.113.1")
+        _ = try tapVM(daemon, "peer", mac: "52:54:00:00:12:02", vni: 12, ip: "203.0.113.2")
+        // Every boot pings, then reboots: the second success is after a reset of the device.
+        let guest = try QemuGuest(
+            path: path,
+            mac: "52:54:00:00:12:01",
+            ip: "203.0.113.1/24",
+            peer: "203.0.113.2",
+            script: "ping",
+            extra: "bf.then=reboot"
+        )
+        #expect(guest.waitFor("BF-PING-OK", times: 2, timeout: 240), "\(guest.output)")
+        #expect(!guest.output.contains("BF-PING-FAIL"), "\(guest.output)")
+    }
+
+    @Test func aGuestOnOneHostReachesATapNamespaceOnAnother() throws {
+        let hostA = try namespaces.add("ha")
+        let hostB = try namespaces.add("hb")
+        let ua = namespaces.prefix + "ua"
+        let ub = namespaces.prefix + "ub"
+        try sh("ip link add \(ua) netns \(hostA) type veth peer name \(ub) netns \(hostB)")
+        try sh("ip -n \(hostA) link set \(ua) up")
+        try sh("ip -n \(hostB) link set \(ub) up")
+        let daemonA = try Daemon(extraArguments: ["-i", "198.51.100.1/24", "--underlay-if", ua], namespace: hostA)
+        let daemonB = try Daemon(extraArguments: ["-i", "198.51.100.2/24", "--underlay-if", ub], namespace: hostB)
+        try createOpenGroup(on: daemonA)
+        try createOpenGroup(on: daemonB)
+        let path = try vhostNIC(daemonA, "vm", mac: "52:54:00:00:13:01", vni: 13, ip: "203.0.113.1")
+        let add = try daemonB.cli(
+            "nic add --id \(namespaces.prefix)v --mac 52:54:00:00:13:02 --vni 13 --type TAP --ip 203.0.113.2 --sg \(openGroup)"
+        )
+        try #require(add.status == 0, "\(add)")
+        let vm = try namespaces.add("v")
+        try sh("ip -n \(hostB) link set \(vm) netns \(vm)")
+        try sh("ip -n \(vm) link set \(vm) up")
+        try sh("ip -n \(vm) addr add 203.0.113.2/24 dev \(vm)")
+        let guest = try QemuGuest(
+            path: path,
+            mac: "52:54:00:00:13:01",
+            ip: "203.0.113.1/24",
+            peer: "203.0.113.2",
+            script: "ping",
+            extra: "bf.then=stay"
+        )
+        #expect(guest.waitFor("BF-PING-OK", timeout: 180), "\(guest.output)")
+        // And back: the namespace reaches the guest.
+        #expect(try namespaces.pings(from: vm, to: "203.0.113.1"))
+    }
+
+    @Test func clientModeGuestTrafficResumesAfterTheDaemonIsKilled() throws {
+        let directory = TemporaryDirectory()
+        let state = directory.path + "/state"
+        var daemon = try Daemon(extraArguments: ["--state-file", state], directory: directory)
+        try createOpenGroup(on: daemon)
+        let path = directory.path + "/qemu-vhost-vm"
+        // QEMU listens (server=on, wait=off); the daemon's NIC connects to it.
+        let guest = try QemuGuest(
+            path: path,
+            mac: "52:54:00:00:14:01",
+            ip: "203.0.113.1/24",
+            peer: "203.0.113.2",
+            script: "pong",
+            server: true
+        )
+        try #require(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: path) }, "\(guest.output)")
+        #expect(try vhostNIC(daemon, "vm", mac: "52:54:00:00:14:01", vni: 14, ip: "203.0.113.1", client: true) == path)
+        let peer = try tapVM(daemon, "peer", mac: "52:54:00:00:14:02", vni: 14, ip: "203.0.113.2")
+        try #require(guest.waitFor("BF-PONG", times: 3, timeout: 180), "\(guest.output)")
+
+        // Killed outright; restarted from its state file, it connects to the same QEMU again.
+        kill(daemon.child.pid, SIGKILL)
+        daemon.child.wait(timeout: 10)
+        let before = guest.count("BF-PONG")
+        daemon = try Daemon(extraArguments: ["--state-file", state], directory: directory)
+        // The peer's tap was re-created by the restart, in the daemon's namespace: move it again
+        // (once the killed daemon's tap has left the peer's namespace: the kernel unregisters it
+        // a moment after the process died).
+        var moved: ProcessResult?
+        _ = waitUntil(timeout: 10) {
+            moved = try? run("/usr/sbin/ip", ["link", "set", peer, "netns", peer])
+            return moved?.status == 0
+        }
+        try #require(moved?.status == 0, "\(String(describing: moved))")
+        try sh("ip -n \(peer) link set \(peer) up")
+        try sh("ip -n \(peer) addr add 203.0.113.2/24 dev \(peer)")
+        #expect(guest.waitFor("BF-PONG", times: before + 3, timeout: 120), "\(guest.output.suffix(2000))")
+        #expect(guest.process.isRunning, "the guest kept running")
+        #expect(daemon.stop() == 0)
+    }
+}
