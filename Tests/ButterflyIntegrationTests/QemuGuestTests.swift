@@ -53,7 +53,11 @@ struct QemuGuestTests {
             extra: "bf.bytes=\(bytes)"
         )
         #expect(sender.waitFor("BF-PING-OK", timeout: 120), "\(sender.output)")
-        #expect(listener.waitFor("BF-TCP-RECEIVED", timeout: 180), "\(listener.output)")
+        let received = listener.waitFor("BF-TCP-RECEIVED", timeout: 180)
+        let counters1 = try nicCounters(daemon, "vm1")
+        let counters2 = try nicCounters(daemon, "vm2")
+        print("vm1 \(counters1)\nvm2 \(counters2)")
+        #expect(received, "\(listener.output.suffix(1500))\nvm1 \(counters1)\nvm2 \(counters2)")
         #expect(listener.output.contains("BF-TCP-RECEIVED \(bytes)"), "\(listener.output)")
         #expect(sender.waitFor("BF-TCP-SENT", timeout: 30), "\(sender.output)")
         // The daemon saw the guests' frames pass its filters, none refused.

@@ -174,7 +174,10 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
         var waiting = false
         for ring in transmitRings {
             guard let queue = queues[ring] else { continue }
-            if !kicksWanted { queue.enableKicks() }
+            // Always, not only after a wake-up: with EVENT_IDX the guest kicks when it passes
+            // the index written here, and frames taken by busy polling since it was last
+            // written would leave it behind (the guest would not kick until the index wrapped).
+            queue.enableKicks()
             // After asking for kicks: a frame the guest added before it could see the request
             // would otherwise wait for the next one.
             if let pending = queue.pending(), pending > 0 { waiting = true }
