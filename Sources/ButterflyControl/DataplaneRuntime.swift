@@ -76,9 +76,14 @@ public final class DataplaneRuntime: DataplaneBinding {
     private var kernelReads = (second: UInt32(0), left: 0)
     static let kernelReadsPerSecond = 64
 
-    public init(worker: Worker, nicMTU: Int?) {
+    /// Whether a tap's interface gets the NIC's MAC (`--tap-set-mac`); else it keeps the
+    /// kernel's, as in the original.
+    private let tapSetsMAC: Bool
+
+    public init(worker: Worker, nicMTU: Int?, tapSetsMAC: Bool = false) {
         self.worker = worker
         self.nicMTU = nicMTU
+        self.tapSetsMAC = tapSetsMAC
     }
 
     /// Creates what a NIC needs before the model accepts it. Reuses the NIC's live port when
@@ -91,7 +96,7 @@ public final class DataplaneRuntime: DataplaneBinding {
             detached.remove(nic.id)
             for candidate in [prepared[nic.id], attachments[nic.id]] {
                 if let live = candidate, let tap = live.port as? TapPort, tap.name == path {
-                    tap.setMAC(nic.mac)
+                    if tapSetsMAC { tap.setMAC(nic.mac) }
                     prepared[nic.id] = live
                     return
                 }
@@ -101,7 +106,7 @@ public final class DataplaneRuntime: DataplaneBinding {
                 closingNames.removeAll()
             }
             do {
-                let port = try TapPort(name: path, mac: nic.mac, mtu: nicMTU)
+                let port = try TapPort(name: path, mac: tapSetsMAC ? nic.mac : nil, mtu: nicMTU)
                 prepared[nic.id] = NICAttachment(nicID: nic.id, port: port)
             } catch {
                 throw APIError("NIC creation failed", detail: error.description)

@@ -50,10 +50,11 @@ public final class TapPort: PacketPort {
         public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
     }
 
-    /// Creates the tap `name` with hardware address `mac` and brings it up.
+    /// Creates the tap `name`, with hardware address `mac` when given (else the kernel's own),
+    /// and brings it up.
     /// With `offloads` (the default) the tap takes the virtio-net header and TSO; a kernel that
     /// refuses them gets a plain tap (`offloads` then reads false).
-    public init(name: String, mac: MACAddress, mtu: Int?, offloads: Bool = true) throws(Failure) {
+    public init(name: String, mac: MACAddress?, mtu: Int?, offloads: Bool = true) throws(Failure) {
         self.name = name
         var enabled: Int32 = offloads ? 1 : 0
         let fd = cbutterfly_tap_open(name, &enabled)
@@ -61,8 +62,8 @@ public final class TapPort: PacketPort {
         // What the kernel granted: without offloads, one frame per read and write.
         self.offloads = enabled != 0
         fileDescriptor = fd
-        var octets = mac.octets
-        guard cbutterfly_interface_set_mac(name, &octets) == 0 else {
+        var octets = mac?.octets ?? []
+        if mac != nil, cbutterfly_interface_set_mac(name, &octets) != 0 {
             let failure = Failure(operation: "cannot set the MAC address of tap \(name)", errno: errno)
             close(fd)
             throw failure

@@ -181,15 +181,20 @@ final class Daemon {
     let endpoint: String
     let child: ChildProcess
 
-    /// Starts a daemon; inside network namespace `namespace` when given (a "host").
+    /// Starts a daemon; inside network namespace `namespace` when given (a "host"). Its TAP
+    /// NICs get the NIC's MAC (`--tap-set-mac`) unless `tapSetsMAC` is false: the tests move a
+    /// tap into a namespace as the VM's own interface.
     init(
         extraArguments: [String] = [],
         directory: TemporaryDirectory = TemporaryDirectory(),
-        namespace: String? = nil
+        namespace: String? = nil,
+        tapSetsMAC: Bool = true
     ) throws {
         self.directory = directory
         endpoint = "ipc://\(directory.path)/api.sock"
-        let arguments = ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path] + extraArguments
+        let arguments =
+            ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path]
+            + (tapSetsMAC ? ["--tap-set-mac"] : []) + extraArguments
         if let namespace {
             // `ip netns exec` execs the daemon: the child's pid is the daemon's.
             child = try ChildProcess("/usr/sbin/ip", ["netns", "exec", namespace, Binaries.daemon] + arguments)

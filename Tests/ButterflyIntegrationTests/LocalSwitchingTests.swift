@@ -232,6 +232,57 @@ struct LocalSwitchingTests {
     }
 }
 
+/// A TAP NIC as the original's users attach QEMU to it: the tap stays on the host, bridged to
+/// the VM's own interface. By default the daemon leaves the tap the kernel's MAC (as the
+/// original did): had it given the tap the VM's MAC, the bridge would take that address as its
+/// own and keep every frame for the VM.
+@Suite(.serialized)
+struct BridgedTapTests {
+    let namespaces = Namespaces()
+
+    @Test func aTapBridgedToAVMKeepsTheKernelsMACByDefault() throws {
+        let host = try namespaces.add("h")
+        let daemon = try Daemon(namespace: host, tapSetsMAC: false)
+        try createOpenGroup(on: daemon)
+        let tap = namespaces.prefix + "t"
+        let vmMAC = "52:54:00:00:21:01"
+        #expect(
+            try daemon.cli("nic add --id \(tap) --mac \(vmMAC) --vni 21 --type TAP"
+                + filteredNICArguments(ipv4: "203.0.113.1/24")).status == 0
+        )
+        let address = try sh("ip -n \(host) -br link show \(tap)").stdout
+        #expect(!address.contains(vmMAC), "the tap took the VM's address: \(address)")
+
+        // The host bridges the tap to the VM's interface (a veth standing for QEMU's NIC).
+        let vm = try namespaces.add("v")
+        let hostSide = namespaces.prefix + "hv"
+        try sh("ip -n \(host) link add br0 type bridge")
+        try sh("ip -n \(host) link set \(tap) master br0")
+        try sh("ip -n \(host) link add \(hostSide) type veth peer name eth0 netns \(vm)")
+        try sh("ip -n \(host) link set \(hostSide) master br0")
+        for link in [hostSide, "br0"] { try sh("ip -n \(host) link set \(link) up") }
+        try sh("ip -n \(vm) link set eth0 address \(vmMAC)")
+        try sh("ip -n \(vm) link set eth0 up")
+        try sh("ip -n \(vm) addr add 203.0.113.1/24 dev eth0")
+
+        // A peer VM whose tap is its own interface: its MAC is set by hand, as the docs show
+        // (or by the daemon with --tap-set-mac).
+        let peer = namespaces.prefix + "p"
+        #expect(
+            try daemon.cli("nic add --id \(peer) --mac 52:54:00:00:21:02 --vni 21 --type TAP"
+                + filteredNICArguments(ipv4: "203.0.113.2/24")).status == 0
+        )
+        try namespaces.add("p")
+        try sh("ip -n \(host) link set \(peer) netns \(peer)")
+        try sh("ip -n \(peer) link set \(peer) address 52:54:00:00:21:02")
+        try sh("ip -n \(peer) link set \(peer) up")
+        try sh("ip -n \(peer) addr add 203.0.113.2/24 dev \(peer)")
+
+        #expect(try namespaces.pings(from: vm, to: "203.0.113.2", count: 3))
+        #expect(try namespaces.pings(from: peer, to: "203.0.113.1"))
+    }
+}
+
 /// Per-NIC pcap traces switched at runtime, readable by tcpdump.
 @Suite(.serialized)
 struct PacketTraceTests {

@@ -37,6 +37,11 @@ public struct DaemonOptions: Equatable, Sendable {
     public var packetTrace = false
     public var tracePath = "/tmp"
     public var offloads = true
+    /// Give a TAP NIC's interface the NIC's MAC (`--tap-set-mac`). Off by default, as in the
+    /// original: the interface keeps the kernel's address, so a tap bridged on the host to a
+    /// VM does not take the VM's address as the bridge's own. On where the tap itself is the
+    /// guest's interface (moved into a namespace or container).
+    public var tapSetsMAC = false
     public var keyPath: String?
     public var syslog = true
     public var stateFile: String?
@@ -83,6 +88,7 @@ public struct DaemonOptions: Equatable, Sendable {
         if command.flags.contains("no-offload") { options.offloads = false }
         if command.flags.contains("no-syslog") { options.syslog = false }
         if command.flags.contains("recover-state") { options.recoverState = true }
+        if command.flags.contains("tap-set-mac") { options.tapSetsMAC = true }
         return options
     }
 
@@ -93,6 +99,7 @@ public struct DaemonOptions: Equatable, Sendable {
             "graph-core-id": "graph-cpu-core", "graph-cpu-core": "graph-cpu-core", "dpdk-args": "dpdk-args",
             "dpdk-port": "dpdk-port", "nic-mtu": "nic-mtu", "state-file": "state-file",
             "trace-path": "trace-path", "packet-trace": "packet-trace-flag", "no-offload": "no-offload-flag",
+            "tap-set-mac": "tap-set-mac-flag",
             "underlay-if": "underlay-if", "underlay-gw": "underlay-gw", "vtep-peers": "vtep-peer",
             "conntrack-max": "conntrack-max", "api-socket-group": "api-socket-group",
             "api-socket-mode": "api-socket-mode", "open-files-limit": "open-files-limit",
@@ -173,6 +180,7 @@ public struct DaemonOptions: Equatable, Sendable {
         case "key": keyPath = value
         case "packet-trace-flag": packetTrace = try Self.boolean(value, source: source)
         case "no-offload-flag": offloads = !(try Self.boolean(value, source: source))
+        case "tap-set-mac-flag": tapSetsMAC = try Self.boolean(value, source: source)
         default: preconditionFailure("unhandled option \(option)")
         }
     }
@@ -217,6 +225,9 @@ public struct DaemonOptions: Equatable, Sendable {
               --trace-path DIR      directory of pcap traces; API requests may only name files
                                     directly in it [trace-path] (default /tmp)
               --no-offload          disable offloads [no-offload]
+              --tap-set-mac         give a TAP NIC's interface the NIC's MAC, for a tap that is itself
+                                    the guest's interface (namespaces, containers) [tap-set-mac]
+                                    (default: the kernel's own address, as a tap bridged to a VM needs)
           -k, --key PATH            API encryption key file: base64 of 32 bytes [security/encryption_key_path]
               --conntrack-max N     connections the firewall tracks, all NICs together
                                     [conntrack-max] (default 1048576; ~80 bytes each, used on demand)
@@ -244,7 +255,7 @@ struct CommandLineValues {
     ]
     static let flagOptions: [String: String] = ["t": "packet-trace", "V": "version", "h": "help"]
     static let longFlags: Set<String> = [
-        "packet-trace", "no-offload", "no-syslog", "version", "help", "recover-state",
+        "packet-trace", "no-offload", "no-syslog", "version", "help", "recover-state", "tap-set-mac",
     ]
 
     var orderedValues: [(String, String)] = []
