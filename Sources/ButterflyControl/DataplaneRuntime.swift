@@ -208,12 +208,13 @@ public final class DataplaneRuntime: DataplaneBinding {
             // The worker must stop using the port before it is closed (and before a NIC of
             // the same name can be created again).
             worker.waitForAdoption(of: config.version)
-            // Its front-end goes now: socket closed (a server's file removed), memory unmapped.
-            removedDevice = nil
             if let tap = removed.port as? TapPort { closingNames.insert(tap.name) }
             kernelReadSecond[removed.nicID] = nil
             closer.close([removed])
         }
+        // A removed vhost-user NIC's front-end goes only now that the worker let go of its
+        // port: socket closed (a server's file removed), rings' eventfds closed, memory unmapped.
+        withExtendedLifetime(removedDevice) {}
     }
 
     /// Closes every port at once (the daemon's stop, after the worker stopped): 4,096 taps go
