@@ -247,8 +247,10 @@ struct BridgedTapTests {
         let tap = namespaces.prefix + "t"
         let vmMAC = "52:54:00:00:21:01"
         #expect(
-            try daemon.cli("nic add --id \(tap) --mac \(vmMAC) --vni 21 --type TAP"
-                + filteredNICArguments(ipv4: "203.0.113.1/24")).status == 0
+            try daemon.cli(
+                "nic add --id \(tap) --mac \(vmMAC) --vni 21 --type TAP"
+                    + filteredNICArguments(ipv4: "203.0.113.1/24")
+            ).status == 0
         )
         let address = try sh("ip -n \(host) -br link show \(tap)").stdout
         #expect(!address.contains(vmMAC), "the tap took the VM's address: \(address)")
@@ -269,8 +271,10 @@ struct BridgedTapTests {
         // (or by the daemon with --tap-set-mac).
         let peer = namespaces.prefix + "p"
         #expect(
-            try daemon.cli("nic add --id \(peer) --mac 52:54:00:00:21:02 --vni 21 --type TAP"
-                + filteredNICArguments(ipv4: "203.0.113.2/24")).status == 0
+            try daemon.cli(
+                "nic add --id \(peer) --mac 52:54:00:00:21:02 --vni 21 --type TAP"
+                    + filteredNICArguments(ipv4: "203.0.113.2/24")
+            ).status == 0
         )
         try namespaces.add("p")
         try sh("ip -n \(host) link set \(peer) netns \(peer)")

@@ -83,7 +83,10 @@ final class QemuGuest {
         let root = NSTemporaryDirectory() + "butterfly-guest-\(getpid())"
         try? FileManager.default.removeItem(atPath: root)
         for directory in ["bin", "lib/modules", "proc", "sys", "dev", "tmp"] {
-            try FileManager.default.createDirectory(atPath: root + "/tree/" + directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: root + "/tree/" + directory,
+                withIntermediateDirectories: true
+            )
         }
         guard FileManager.default.isExecutableFile(atPath: "/bin/busybox") else {
             throw HarnessError("/bin/busybox is missing (scripts/setup installs busybox-static)")

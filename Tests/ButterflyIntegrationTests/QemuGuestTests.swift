@@ -14,7 +14,9 @@ struct QemuGuestTests {
         -> String
     {
         let type = client ? "VHOST_USER_CLIENT" : "VHOST_USER_SERVER"
-        let add = try daemon.cli("nic add --id \(id) --mac \(mac) --vni \(vni) --type \(type) --ip \(ip) --sg \(openGroup)")
+        let add = try daemon.cli(
+            "nic add --id \(id) --mac \(mac) --vni \(vni) --type \(type) --ip \(ip) --sg \(openGroup)"
+        )
         try #require(add.status == 0, "\(add)")
         return add.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }

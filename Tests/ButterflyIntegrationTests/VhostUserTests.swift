@@ -268,9 +268,10 @@ final class Testpmd {
     /// Returns once testpmd forwards (it prints its first statistics).
     func waitUntilForwarding() throws {
         let started = waitUntil(timeout: 30) {
-            !process.isRunning || ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains(
-                "Port statistics"
-            )
+            !process.isRunning
+                || ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains(
+                    "Port statistics"
+                )
         }
         guard started, process.isRunning else {
             let log = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""

@@ -113,7 +113,10 @@ import Testing
             received = recv(frontEnd, &byte, 1, 0)
             error = errno
         } while received < 0 && error == EINTR
-        #expect(received == 0 || (received < 0 && error == ECONNRESET), "the front-end sees the hang-up: errno \(error)")
+        #expect(
+            received == 0 || (received < 0 && error == ECONNRESET),
+            "the front-end sees the hang-up: errno \(error)"
+        )
         close(frontEnd)
 
         // The VM reconnects (or another boots): a working NIC again.
