@@ -123,4 +123,26 @@ import Testing
         batch.releaseAll(to: pool)
         #expect(pool.available == 16)
     }
+
+    /// A hostile front-end shrinks the memory file it shares with us while a ring runs: the
+    /// worker's next access faults. The SIGBUS guard turns the mapping into zeros and marks it
+    /// poisoned (the device then drops the front-end); without it, the daemon died.
+    @Test func aFrontEndShrinkingItsMemoryDoesNotKillUs() throws {
+        let port = try Self.port()
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: VhostUserSession(queuePairs: 1))
+        let pool = PacketPool(capacity: 16)
+        let batch = PacketBatch()
+        Self.offer(transmitq, slot: 0, payload: Self.frame(1))
+        #expect(port.receive(into: batch, pool: pool) == 1)
+        batch.releaseAll(to: pool)
+        #expect(!transmitq.memory.poisoned)
+
+        Self.offer(transmitq, slot: 1, payload: Self.frame(2))
+        #expect(ftruncate(transmitq.fd, 0) == 0)
+        // The ring now reads as zeros: nothing pending, nothing taken, no crash.
+        #expect(port.receive(into: batch, pool: pool) == 0)
+        #expect(transmitq.memory.poisoned)
+        #expect(pool.available == 16)
+    }
 }

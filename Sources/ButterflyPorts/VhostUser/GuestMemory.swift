@@ -1,3 +1,5 @@
+import CButterflyLinux
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -39,6 +41,8 @@ public final class GuestMemory {
         /// What munmap needs.
         var mapping: UnsafeMutableRawPointer
         var mappingLength: Int
+        /// Its slot in the SIGBUS guard (guest_memory_guard.h).
+        var guardSlot: Int32
     }
 
     let regions: [Region]
@@ -92,6 +96,13 @@ public final class GuestMemory {
                 Self.unmap(mapped)
                 throw .badMemory("region \(index): mmap of \(length) bytes failed: \(String(cString: strerror(errno)))")
             }
+            // The front-end may still shrink the file: a fault in the mapping must not kill us.
+            let guardSlot = cbutterfly_guest_memory_guard(pointer, length)
+            guard guardSlot >= 0 else {
+                munmap(pointer, length)
+                Self.unmap(mapped)
+                throw .badMemory("region \(index): too many guest memory mappings in this daemon")
+            }
             mapped.append(
                 Region(
                     guestPhysical: region.guestPhysical,
@@ -99,7 +110,8 @@ public final class GuestMemory {
                     size: region.size,
                     host: pointer + Int(region.mmapOffset),
                     mapping: pointer,
-                    mappingLength: length
+                    mappingLength: length,
+                    guardSlot: guardSlot
                 )
             )
         }
@@ -109,7 +121,16 @@ public final class GuestMemory {
     deinit { Self.unmap(regions) }
 
     private static func unmap(_ regions: [Region]) {
-        for region in regions { munmap(region.mapping, region.mappingLength) }
+        for region in regions {
+            cbutterfly_guest_memory_unguard(region.guardSlot)
+            munmap(region.mapping, region.mappingLength)
+        }
+    }
+
+    /// True once the front-end shrank a region's file under us: an access faulted, the region
+    /// now reads as zeros, and the front-end must be dropped.
+    public var poisoned: Bool {
+        regions.contains { cbutterfly_guest_memory_poisoned($0.guardSlot) != 0 }
     }
 
     /// The host address of guest-physical `[address, address + length)`, or `nil` unless the

@@ -77,6 +77,20 @@ public final class VhostUserDevice {
         return true
     }
 
+    /// True while the front-end's memory is mapped (it may then shrink it under us).
+    public var hasMemory: Bool { session.memory != nil }
+
+    /// Drops the front-end if it shrank a memory file under us (a fault in its memory was
+    /// absorbed by the SIGBUS guard); returns true when it did.
+    @discardableResult
+    public func dropIfMemoryPoisoned(now: Double) -> Bool {
+        guard let memory = session.memory, memory.poisoned else { return false }
+        protocolErrors &+= 1
+        lastError = .badMemory("the front-end shrank a memory file it shares with us")
+        drop(now: now)
+        return true
+    }
+
     private func apply(_ events: [VhostUserSession.Event]) {
         guard let dataPath else { return }
         for event in events {

@@ -64,6 +64,16 @@ public final class VhostUserDeviceSet {
         let ready = epoll_wait(descriptor, &events, Int32(events.count), 0)
         for index in 0..<max(0, Int(ready)) { serve(events[index].data.u64, now: now) }
         var next: Double?
+        // A front-end that shrank its memory under us is dropped within a second (the SIGBUS
+        // guard keeps the worker running on zeros meanwhile).
+        for (token, device) in devices where device.hasMemory {
+            if device.dropIfMemoryPoisoned(now: now) {
+                log.append("vhost-user \(device.endpoint.path): front-end dropped: \(device.lastError!)")
+                serve(token, now: now)
+            } else {
+                next = min(next ?? .infinity, now + 1)
+            }
+        }
         for (token, device) in devices where device.endpoint.mode == .client && device.endpoint.connection < 0 {
             if device.endpoint.nextAttempt <= now { serve(token, now: now) }
             if device.endpoint.connection < 0 {

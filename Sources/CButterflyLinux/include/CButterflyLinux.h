@@ -26,4 +26,5 @@ int cbutterfly_pin_current_thread(int cpu);
 #include "tap_shim.h"
 #include "packet_shim.h"
 #include "vhost_shim.h"
+#include "guest_memory_guard.h"
 #endif
