@@ -104,7 +104,7 @@ public enum Daemon {
         var settings = Worker.Settings()
         settings.connectionCapacity = options.connectionCapacity
         let worker = Worker(settings: settings, host: host)
-        let nicMTU = try attachUnderlay(options, to: worker) ?? options.nicMTU
+        let nicMTU = try guestMTU(fitting: attachUnderlay(options, to: worker) ?? options.nicMTU, options)
         if options.packetTrace {
             let path = "\(options.tracePath)/butterfly-\(getpid())-main.pcap"
             worker.setMainTrace(path: path)
@@ -162,6 +162,29 @@ public enum Daemon {
             Log.info("got signal \(info.ssi_signo), stopping")
         }
         Log.info("stopped")
+    }
+
+    /// The largest guest MTU the data path carries: a frame must fit one packet buffer
+    /// (`PacketPool.maximumFrame`, Ethernet header included). Jumbo frames are not carried yet.
+    public static let largestGuestMTU = PacketPool.maximumFrame - 14
+
+    /// Never gives guests an MTU the daemon would drop frames of: an explicit `-m` above
+    /// `largestGuestMTU` is refused; one derived from a jumbo underlay is lowered to it (before,
+    /// an underlay of MTU 9000 gave taps MTU 8950 and bulk TCP stalled on dropped segments).
+    static func guestMTU(fitting mtu: Int?, _ options: DaemonOptions) throws -> Int? {
+        guard let mtu, mtu > largestGuestMTU else { return mtu }
+        if options.nicMTU != nil {
+            throw StartupError(
+                description: "--nic-mtu \(mtu) is more than the \(largestGuestMTU) bytes a guest's IP packets may "
+                    + "have here (packet buffers hold \(PacketPool.maximumFrame)-byte frames; jumbo frames are not "
+                    + "carried yet)"
+            )
+        }
+        Log.warning(
+            "the underlay allows guests an MTU of \(mtu), but frames longer than \(PacketPool.maximumFrame) bytes "
+                + "are not carried yet: guest NICs get MTU \(largestGuestMTU)"
+        )
+        return largestGuestMTU
     }
 
     /// Opens the underlay port and plugs VXLAN into the worker when the daemon has a VTEP
