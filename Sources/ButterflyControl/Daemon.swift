@@ -165,26 +165,35 @@ public enum Daemon {
     }
 
     /// The largest guest MTU the data path carries: a frame must fit one packet buffer
-    /// (`PacketPool.maximumFrame`, Ethernet header included). Jumbo frames are not carried yet.
-    public static let largestGuestMTU = PacketPool.maximumFrame - 14
+    /// (`PacketPool.maximumFrame`, Ethernet header included) and, with an underlay, so must the
+    /// VXLAN frame that carries it (the underlay port receives whole outer frames into one
+    /// buffer). Jumbo frames are not carried yet.
+    static func largestGuestMTU(_ options: DaemonOptions) -> Int {
+        var largest = PacketPool.maximumFrame - 14
+        if let vtep = options.vtepAddress, options.underlayInterface != nil {
+            largest -= vtep.isIPv4 ? VXLAN.ipv4Overhead : VXLAN.ipv6Overhead
+        }
+        return largest
+    }
 
     /// Never gives guests an MTU the daemon would drop frames of: an explicit `-m` above
     /// `largestGuestMTU` is refused; one derived from a jumbo underlay is lowered to it (before,
     /// an underlay of MTU 9000 gave taps MTU 8950 and bulk TCP stalled on dropped segments).
     static func guestMTU(fitting mtu: Int?, _ options: DaemonOptions) throws -> Int? {
-        guard let mtu, mtu > largestGuestMTU else { return mtu }
+        let largest = largestGuestMTU(options)
+        guard let mtu, mtu > largest else { return mtu }
         if options.nicMTU != nil {
             throw StartupError(
-                description: "--nic-mtu \(mtu) is more than the \(largestGuestMTU) bytes a guest's IP packets may "
-                    + "have here (packet buffers hold \(PacketPool.maximumFrame)-byte frames; jumbo frames are not "
-                    + "carried yet)"
+                description: "--nic-mtu \(mtu) is more than the \(largest) bytes a guest's IP packets may have here "
+                    + "(packet buffers hold \(PacketPool.maximumFrame)-byte frames, VXLAN headers included; jumbo "
+                    + "frames are not carried yet)"
             )
         }
         Log.warning(
             "the underlay allows guests an MTU of \(mtu), but frames longer than \(PacketPool.maximumFrame) bytes "
-                + "are not carried yet: guest NICs get MTU \(largestGuestMTU)"
+                + "(VXLAN headers included) are not carried yet: guest NICs get MTU \(largest)"
         )
-        return largestGuestMTU
+        return largest
     }
 
     /// Opens the underlay port and plugs VXLAN into the worker when the daemon has a VTEP

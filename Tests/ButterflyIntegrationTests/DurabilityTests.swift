@@ -309,7 +309,9 @@ struct DurabilityTests {
         handle.seekToEndOfFile()
         handle.write(Data(Array("BFJ2".utf8) + [200, 0, 0, 0, 1, 2, 3]))
         try handle.close()
-        // The harness logs at info; the report must show at the default level (error).
+        // The harness logs at info; the report must show at the default level (error). The killed
+        // daemon's socket file is removed first: it would read as the new daemon being ready.
+        unlink(directory.path + "/api.sock")
         let child = try ChildProcess(
             Binaries.daemon,
             ["--no-syslog", "-e", "ipc://\(directory.path)/api.sock", "-s", directory.path, "--state-file", state]

@@ -195,6 +195,8 @@ final class Daemon {
         let arguments =
             ["--no-syslog", "-l", "info", "-e", endpoint, "-s", directory.path]
             + (tapSetsMAC ? ["--tap-set-mac"] : []) + extraArguments
+        // A socket file left by a daemon killed in this directory would read as ready at once.
+        unlink("\(directory.path)/api.sock")
         if let namespace {
             // `ip netns exec` execs the daemon: the child's pid is the daemon's.
             child = try ChildProcess("/usr/sbin/ip", ["netns", "exec", namespace, Binaries.daemon] + arguments)
