@@ -131,4 +131,33 @@ import Testing
         device.poll(now: 0)
         #expect(dataPath.running.isEmpty && device.protocolErrors == 1)
     }
+
+    /// A front-end that shrinks its memory file: the access that faults reads zeros (the
+    /// SIGBUS guard), and the device drops that front-end, counted, its rings stopped.
+    @Test func aFrontEndThatShrinksItsMemoryIsDropped() throws {
+        let directory = VhostUserEndpointTests.directory()
+        defer { VhostUserEndpointTests.remove(directory) }
+        let dataPath = RecordingDataPath()
+        let device = VhostUserDevice(
+            endpoint: try VhostUserEndpoint(path: directory + "/qemu-vhost-vm1", mode: .server),
+            queuePairs: 1,
+            dataPath: dataPath
+        )
+        let memory = Harness.memoryFile()
+        defer { close(memory) }
+        let frontEnd = cbutterfly_unix_connect(device.endpoint.path)
+        defer { close(frontEnd) }
+        try bringUp(device, frontEnd, memory: memory)
+        #expect(device.hasMemory && !device.dropIfMemoryPoisoned(now: 0))
+
+        #expect(ftruncate(memory, 0) == 0)
+        let mapped = try #require(
+            device.session.memory?.translate(guestPhysical: Harness.region.guestPhysical, length: 8)
+        )
+        #expect(mapped.load(as: UInt64.self) == 0, "the faulting read completes, on zeros")
+        #expect(device.dropIfMemoryPoisoned(now: 0))
+        #expect(device.protocolErrors == 1)
+        #expect(dataPath.log.last == "stop all" && dataPath.running.isEmpty)
+        #expect(!device.hasMemory && device.endpoint.connection < 0)
+    }
 }
