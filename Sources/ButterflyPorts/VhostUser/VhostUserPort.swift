@@ -198,7 +198,7 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
             guard var queue = queues[ring] else { continue }
             queues[ring] = nil  // no second reference while we mutate the copy
             while !batch.isFull {
-                guard let pending = queue.takeable() else {
+                guard let pending = queue.pending() else {
                     // A guest claiming more entries than the ring holds: nothing sane to take.
                     descriptorErrors &+= 1
                     break

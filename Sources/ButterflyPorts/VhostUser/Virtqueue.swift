@@ -47,10 +47,6 @@ public struct Virtqueue {
     public private(set) var nextUsed: UInt16
     /// Used index last published (for EVENT_IDX's "crossed the guest's event" test).
     private var publishedUsed: UInt16
-    /// The guest's available index as last read: entries up to it are taken without reading
-    /// the index again (`takeable`). The index shares a cache line the guest keeps writing;
-    /// read per frame, it cost a cache miss per frame (half of the transmit time at 64 B).
-    private var knownAvailable: UInt16
 
     public init(
         size: UInt16,
@@ -80,7 +76,6 @@ public struct Virtqueue {
         // the used ring says, as DPDK's own back-end does (chains a crashed back-end had taken
         // but not returned are taken again).
         lastAvailable = base == nextUsed ? base : nextUsed
-        knownAvailable = lastAvailable
     }
 
     // MARK: Available side
@@ -92,19 +87,6 @@ public struct Virtqueue {
         // Entries are read after the index (§2.6.13.4 on the driver side).
         cbutterfly_fence_acquire()
         let count = index &- lastAvailable
-        return count <= size ? count : nil
-    }
-
-    /// Like `pending()`, but reads the guest's index only once the entries known from the last
-    /// read are taken: the data path's per-frame check.
-    @inline(__always)
-    public mutating func takeable() -> UInt16? {
-        var count = knownAvailable &- lastAvailable
-        if count == 0 {
-            knownAvailable = UInt16(littleEndian: available.load(fromByteOffset: 2, as: UInt16.self))
-            cbutterfly_fence_acquire()
-            count = knownAvailable &- lastAvailable
-        }
         return count <= size ? count : nil
     }
 
@@ -307,7 +289,7 @@ public struct Virtqueue {
         frame: UnsafeMutableRawPointer,
         capacity: Int
     ) throws(ChainError) -> Int? {
-        guard let pending = takeable(), pending > 0 else { return nil }
+        guard let pending = pending(), pending > 0 else { return nil }
         let head = takeHead()
         do {
             let length = try read(head, header: header, headerSize: headerSize, frame: frame, capacity: capacity)
@@ -329,13 +311,11 @@ public struct Virtqueue {
         length: Int,
         mergeable: Bool
     ) throws(ChainError) -> Bool {
-        guard var pending = takeable(), pending > 0 else { return false }
+        guard var pending = pending(), pending > 0 else { return false }
         var buffers: UInt16 = 0
         var position = 0
         var numBuffers: NumBuffersField = (nil, nil)
         repeat {
-            // The entries known at the start are used up: the guest may have added more since.
-            if pending == 0 { pending = takeable() ?? 0 }
             guard pending > 0 else {
                 // Not enough buffers for the whole frame: give back what we took.
                 untake(buffers)
