@@ -87,24 +87,14 @@ struct QemuGuestTests {
     }
 
     @Test func aGuestOnOneHostReachesATapNamespaceOnAnother() throws {
-        let hostA = try namespaces.add("ha")
-        let hostB = try namespaces.add("hb")
-        let ua = namespaces.prefix + "ua"
-        let ub = namespaces.prefix + "ub"
-        try sh("ip link add \(ua) netns \(hostA) type veth peer name \(ub) netns \(hostB)")
-        try sh("ip -n \(hostA) link set \(ua) up")
-        try sh("ip -n \(hostB) link set \(ub) up")
-        let daemonA = try Daemon(extraArguments: ["-i", "198.51.100.1/24", "--underlay-if", ua], namespace: hostA)
-        let daemonB = try Daemon(extraArguments: ["-i", "198.51.100.2/24", "--underlay-if", ub], namespace: hostB)
-        try createOpenGroup(on: daemonA)
-        try createOpenGroup(on: daemonB)
+        let (daemonA, daemonB) = try twoHostDaemons(namespaces)
         let path = try vhostNIC(daemonA, "vm", mac: "52:54:00:00:13:01", vni: 13, ip: "203.0.113.1")
         let add = try daemonB.cli(
             "nic add --id \(namespaces.prefix)v --mac 52:54:00:00:13:02 --vni 13 --type TAP --ip 203.0.113.2 --sg \(openGroup)"
         )
         try #require(add.status == 0, "\(add)")
         let vm = try namespaces.add("v")
-        try sh("ip -n \(hostB) link set \(vm) netns \(vm)")
+        try sh("ip -n \(namespaces.prefix)hb link set \(vm) netns \(vm)")
         try sh("ip -n \(vm) link set \(vm) up")
         try sh("ip -n \(vm) addr add 203.0.113.2/24 dev \(vm)")
         let guest = try QemuGuest(

@@ -9,36 +9,30 @@ import Testing
 struct VhostUserTests {
     let namespaces = Namespaces()
 
+    /// One end of the traffic: a vhost-user NIC's socket and the MAC and address its front-end
+    /// uses (the NIC's own).
+    struct End {
+        let path: String
+        let mac: String
+        let ip: String
+    }
+
     @Test func generatorToSinkCountsMatchAndOtherVNIsSeeNothing() throws {
         let daemon = try Daemon()
         try createOpenGroup(on: daemon)
         let a = try addNIC(daemon, "a", mac: "52:54:00:00:01:01", vni: 7, ip: "198.51.100.1")
         let b = try addNIC(daemon, "b", mac: "52:54:00:00:01:02", vni: 7, ip: "198.51.100.2")
         _ = try addNIC(daemon, "c", mac: "52:54:00:00:01:03", vni: 8, ip: "198.51.100.2")
-        #expect(a == daemon.directory.path + "/qemu-vhost-a")
-        #expect(Self.isSocket(a) && Self.isSocket(b))
+        #expect(a.path == daemon.directory.path + "/qemu-vhost-a")
+        #expect(Self.isSocket(a.path) && Self.isSocket(b.path))
 
-        let sink = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:01:02")
-        let generator = try Testpmd.generator(
-            prefix: namespaces.prefix + "g",
-            path: a,
-            mac: "52:54:00:00:01:01",
-            to: "52:54:00:00:01:02",
-            from: "198.51.100.1",
-            toIP: "198.51.100.2"
-        )
-        try #require(waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 20_000 })
-        let sent = try generator.stop()
-        let received = try Self.settledSink(sink, daemon: daemon, nic: "b")
-        let toSink = try nicCounters(daemon, "b")
+        let sink = try self.sink(at: b)
+        let generator = try self.generator(from: a, to: b)
+        let (sent, received) = try run(generator, into: sink, daemon: daemon, nic: "b", frames: 20_000)
         let fromGenerator = try nicCounters(daemon, "a")
-        // Every frame the daemon put in the sink's ring, testpmd counted; the rest the daemon
-        // counted as transmit-failed (the sink's ring was full).
-        #expect(received.rx > 0)
-        #expect(received.rx == toSink["out packets", default: -1] - toSink["drop transmit-failed", default: 0])
         // What the daemon took from the generator: no more than it sent, all of it switched.
         #expect(fromGenerator["in packets", default: 0] <= sent.tx)
-        #expect(fromGenerator["in packets", default: -1] == toSink["out packets", default: -2])
+        #expect(fromGenerator["in packets", default: -1] == received.switched)
         #expect(fromGenerator["dropped", default: 0] == 0, "\(fromGenerator)")
         // The NIC of another VNI got nothing, not even attempts.
         #expect(try nicCounters(daemon, "c")["out packets", default: -1] == 0)
@@ -49,18 +43,11 @@ struct VhostUserTests {
         try createOpenGroup(on: daemon)
         let a = try addNIC(daemon, "a", mac: "52:54:00:00:02:01", vni: 3, ip: "198.51.100.1")
         let b = try addNIC(daemon, "b", mac: "52:54:00:00:02:02", vni: 3, ip: "198.51.100.2")
-        let sink = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:02:02")
+        let sink = try self.sink(at: b)
         // The same VM three times: it stops, comes back, comes back again.
         var delivered = 0
         for round in 1...3 {
-            let generator = try Testpmd.generator(
-                prefix: namespaces.prefix + "g",
-                path: a,
-                mac: "52:54:00:00:02:01",
-                to: "52:54:00:00:02:02",
-                from: "198.51.100.1",
-                toIP: "198.51.100.2"
-            )
+            let generator = try self.generator(from: a, to: b)
             let target = delivered + 5_000
             #expect(
                 try waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= target },
@@ -73,21 +60,11 @@ struct VhostUserTests {
 
         // Deleted: the socket goes; re-added: a new one, and a front-end works on it.
         #expect(try daemon.cli("nic del b").status == 0)
-        #expect(!FileManager.default.fileExists(atPath: b))
-        #expect(try addNIC(daemon, "b", mac: "52:54:00:00:02:02", vni: 3, ip: "198.51.100.2") == b)
-        #expect(Self.isSocket(b))
-        let again = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:02:02")
-        let generator = try Testpmd.generator(
-            prefix: namespaces.prefix + "g",
-            path: a,
-            mac: "52:54:00:00:02:01",
-            to: "52:54:00:00:02:02",
-            from: "198.51.100.1",
-            toIP: "198.51.100.2"
-        )
-        try #require(waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 5_000 })
-        _ = try generator.stop()
-        #expect(try Self.settledSink(again, daemon: daemon, nic: "b").rx > 0)
+        #expect(!FileManager.default.fileExists(atPath: b.path))
+        #expect(try addNIC(daemon, "b", mac: b.mac, vni: 3, ip: b.ip).path == b.path)
+        #expect(Self.isSocket(b.path))
+        let again = try self.sink(at: b)
+        _ = try run(self.generator(from: a, to: b), into: again, daemon: daemon, nic: "b", frames: 5_000)
     }
 
     @Test func clientModeReconnectsAfterTheDaemonIsKilled() throws {
@@ -95,21 +72,13 @@ struct VhostUserTests {
         let state = directory.path + "/state"
         var daemon = try Daemon(extraArguments: ["--state-file", state], directory: directory)
         try createOpenGroup(on: daemon)
-        let a = directory.path + "/qemu-vhost-a"
-        let b = directory.path + "/qemu-vhost-b"
+        let a = End(path: directory.path + "/qemu-vhost-a", mac: "52:54:00:00:03:01", ip: "198.51.100.1")
+        let b = End(path: directory.path + "/qemu-vhost-b", mac: "52:54:00:00:03:02", ip: "198.51.100.2")
         // The front-ends listen (QEMU's `server=on`); the daemon connects to them.
-        let sink = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:03:02", server: true)
-        let generator = try Testpmd.generator(
-            prefix: namespaces.prefix + "g",
-            path: a,
-            mac: "52:54:00:00:03:01",
-            to: "52:54:00:00:03:02",
-            from: "198.51.100.1",
-            toIP: "198.51.100.2",
-            server: true
-        )
-        #expect(try addNIC(daemon, "a", mac: "52:54:00:00:03:01", vni: 4, ip: "198.51.100.1", client: true) == a)
-        #expect(try addNIC(daemon, "b", mac: "52:54:00:00:03:02", vni: 4, ip: "198.51.100.2", client: true) == b)
+        let sink = try self.sink(at: b, server: true)
+        let generator = try self.generator(from: a, to: b, server: true)
+        #expect(try addNIC(daemon, "a", mac: a.mac, vni: 4, ip: a.ip, client: true).path == a.path)
+        #expect(try addNIC(daemon, "b", mac: b.mac, vni: 4, ip: b.ip, client: true).path == b.path)
         try sink.waitUntilForwarding()
         try generator.waitUntilForwarding()
         try #require(waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 5_000 })
@@ -120,13 +89,8 @@ struct VhostUserTests {
         daemon.child.wait(timeout: 10)
         daemon = try Daemon(extraArguments: ["--state-file", state], directory: directory)
         #expect(try daemon.cli("nic list").stdout == "a\nb\n")
-        #expect(
-            try waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 5_000 },
-            "no traffic after the restart"
-        )
-        let sent = try generator.stop()
+        let (sent, _) = try run(generator, into: sink, daemon: daemon, nic: "b", frames: 5_000, restarted: true)
         #expect(sent.tx > 0)
-        #expect(try Self.settledSink(sink, daemon: daemon, nic: "b").rx > 0)
         #expect(daemon.stop() == 0)
     }
 
@@ -137,22 +101,9 @@ struct VhostUserTests {
         // the generator's NIC does not filter.
         let a = try addNIC(daemon, "a", mac: "52:54:00:00:04:01", vni: 5, ip: "198.51.100.1", bypass: true)
         let b = try addNIC(daemon, "b", mac: "52:54:00:00:04:02", vni: 5, ip: "198.51.100.2")
-        let sink = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:04:02", queues: 2)
-        let generator = try Testpmd.generator(
-            prefix: namespaces.prefix + "g",
-            path: a,
-            mac: "52:54:00:00:04:01",
-            to: "52:54:00:00:04:02",
-            from: "198.51.100.1",
-            toIP: "198.51.100.2",
-            queues: 2,
-            flows: true
-        )
-        try #require(waitUntil(timeout: 30) { try nicCounters(daemon, "b")["out packets", default: 0] >= 20_000 })
-        let sent = try generator.stop()
-        let received = try Self.settledSink(sink, daemon: daemon, nic: "b")
-        let toSink = try nicCounters(daemon, "b")
-        #expect(received.rx == toSink["out packets", default: -1] - toSink["drop transmit-failed", default: 0])
+        let sink = try self.sink(at: b, queues: 2)
+        let generator = try self.generator(from: a, to: b, queues: 2, flows: true)
+        let (sent, received) = try run(generator, into: sink, daemon: daemon, nic: "b", frames: 20_000)
         #expect(try nicCounters(daemon, "a")["in packets", default: 0] <= sent.tx)
         // Both of the generator's queues were served, and both of the sink's were filled.
         #expect(sent.perQueueTX.count == 2 && sent.perQueueTX.allSatisfy { $0 > 0 }, "\(sent)")
@@ -160,39 +111,17 @@ struct VhostUserTests {
     }
 
     @Test func acrossTwoHostsOverVXLAN() throws {
-        let hostA = try namespaces.add("ha")
-        let hostB = try namespaces.add("hb")
-        let ua = namespaces.prefix + "ua"
-        let ub = namespaces.prefix + "ub"
-        try sh("ip link add \(ua) netns \(hostA) type veth peer name \(ub) netns \(hostB)")
-        try sh("ip -n \(hostA) link set \(ua) up")
-        try sh("ip -n \(hostB) link set \(ub) up")
-        let daemonA = try Daemon(extraArguments: ["-i", "198.51.100.1/24", "--underlay-if", ua], namespace: hostA)
-        let daemonB = try Daemon(extraArguments: ["-i", "198.51.100.2/24", "--underlay-if", ub], namespace: hostB)
-        try createOpenGroup(on: daemonA)
-        try createOpenGroup(on: daemonB)
+        let (daemonA, daemonB) = try twoHostDaemons(namespaces)
         let a = try addNIC(daemonA, "a", mac: "52:54:00:00:05:01", vni: 900, ip: "203.0.113.1")
         let b = try addNIC(daemonB, "b", mac: "52:54:00:00:05:02", vni: 900, ip: "203.0.113.2")
-        let sink = try Testpmd.sink(prefix: namespaces.prefix + "s", path: b, mac: "52:54:00:00:05:02")
-        let generator = try Testpmd.generator(
-            prefix: namespaces.prefix + "g",
-            path: a,
-            mac: "52:54:00:00:05:01",
-            to: "52:54:00:00:05:02",
-            from: "203.0.113.1",
-            toIP: "203.0.113.2"
-        )
-        try #require(waitUntil(timeout: 30) { try nicCounters(daemonB, "b")["out packets", default: 0] >= 10_000 })
-        let sent = try generator.stop()
-        let received = try Self.settledSink(sink, daemon: daemonB, nic: "b")
-        let toSink = try nicCounters(daemonB, "b")
-        #expect(received.rx == toSink["out packets", default: -1] - toSink["drop transmit-failed", default: 0])
+        let sink = try self.sink(at: b)
+        let (sent, _) = try run(self.generator(from: a, to: b), into: sink, daemon: daemonB, nic: "b", frames: 10_000)
         #expect(try nicCounters(daemonA, "a")["in packets", default: 0] <= sent.tx)
     }
 
     // MARK: Helpers
 
-    /// Adds a vhost-user NIC with one address and the open group; returns its socket path.
+    /// Adds a vhost-user NIC with one address and the open group.
     func addNIC(
         _ daemon: Daemon,
         _ id: String,
@@ -201,14 +130,66 @@ struct VhostUserTests {
         ip: String,
         client: Bool = false,
         bypass: Bool = false
-    ) throws -> String {
+    ) throws -> End {
         let type = client ? "VHOST_USER_CLIENT" : "VHOST_USER_SERVER"
         let add = try daemon.cli(
             "nic add --id \(id) --mac \(mac) --vni \(vni) --type \(type) --ip \(ip) --sg \(openGroup)"
                 + (bypass ? " --bypass-filtering" : "")
         )
         try #require(add.status == 0, "\(add)")
-        return add.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        return End(path: add.stdout.trimmingCharacters(in: .whitespacesAndNewlines), mac: mac, ip: ip)
+    }
+
+    func sink(at end: End, queues: Int = 1, server: Bool = false) throws -> Testpmd {
+        try Testpmd(
+            prefix: namespaces.prefix + "s",
+            path: end.path,
+            mac: end.mac,
+            queues: queues,
+            server: server,
+            forwarding: ["--forward-mode=rxonly"]
+        )
+    }
+
+    /// A generator on `from` sending UDP to `to` (`flows`: many flows, from many sources).
+    func generator(from: End, to: End, queues: Int = 1, server: Bool = false, flows: Bool = false) throws -> Testpmd {
+        try Testpmd(
+            prefix: namespaces.prefix + "g",
+            path: from.path,
+            mac: from.mac,
+            queues: queues,
+            server: server,
+            forwarding: ["--forward-mode=txonly", "--eth-peer=0,\(to.mac)", "--tx-ip=\(from.ip),\(to.ip)"]
+                + (flows ? ["--txonly-multi-flow"] : [])
+        )
+    }
+
+    /// Runs `generator` until the daemon sent `frames` more to `nic`, stops it, lets the sink
+    /// settle and stops it. Checks that every frame the daemon put in the sink's ring, testpmd
+    /// counted (the rest the daemon counted as transmit-failed: the sink's ring was full).
+    /// `restarted`: the sink also counted what an earlier daemon delivered, which this one's
+    /// counters do not hold.
+    func run(
+        _ generator: Testpmd,
+        into sink: Testpmd,
+        daemon: Daemon,
+        nic: String,
+        frames: Int,
+        restarted: Bool = false
+    ) throws -> (sent: Testpmd.Totals, received: Testpmd.Totals) {
+        let start = try nicCounters(daemon, nic)["out packets", default: 0]
+        try #require(
+            waitUntil(timeout: 30) { try nicCounters(daemon, nic)["out packets", default: 0] >= start + frames },
+            "the daemon did not deliver \(frames) frames to \(nic)"
+        )
+        let sent = try generator.stop()
+        var received = try Self.settledSink(sink, daemon: daemon, nic: nic)
+        let counters = try nicCounters(daemon, nic)
+        received.switched = counters["out packets", default: -1]
+        #expect(received.rx > 0)
+        let delivered = received.switched - counters["drop transmit-failed", default: 0]
+        #expect(restarted ? received.rx > delivered : received.rx == delivered, "\(counters)")
+        return (sent, received)
     }
 
     static func isSocket(_ path: String) -> Bool {
@@ -242,6 +223,8 @@ final class Testpmd {
         var tx = 0
         var perQueueRX: [Int] = []
         var perQueueTX: [Int] = []
+        /// For a sink: what the daemon counted as sent to its NIC (`out packets`).
+        var switched = 0
         var description: String { "rx \(rx) tx \(tx) per queue rx \(perQueueRX) tx \(perQueueTX)" }
     }
 
@@ -285,41 +268,6 @@ final class Testpmd {
             kill(process.pid, SIGKILL)
             process.wait(timeout: 10)
         }
-    }
-
-    static func sink(prefix: String, path: String, mac: String, queues: Int = 1, server: Bool = false) throws
-        -> Testpmd
-    {
-        try Testpmd(
-            prefix: prefix,
-            path: path,
-            mac: mac,
-            queues: queues,
-            server: server,
-            forwarding: ["--forward-mode=rxonly"]
-        )
-    }
-
-    static func generator(
-        prefix: String,
-        path: String,
-        mac: String,
-        to peer: String,
-        from ip: String,
-        toIP: String,
-        queues: Int = 1,
-        server: Bool = false,
-        flows: Bool = false
-    ) throws -> Testpmd {
-        try Testpmd(
-            prefix: prefix,
-            path: path,
-            mac: mac,
-            queues: queues,
-            server: server,
-            forwarding: ["--forward-mode=txonly", "--eth-peer=0,\(peer)", "--tx-ip=\(ip),\(toIP)"]
-                + (flows ? ["--txonly-multi-flow"] : [])
-        )
     }
 
     /// Stops testpmd (SIGINT, as at its prompt) and returns what it counted.
