@@ -103,7 +103,7 @@ extension Commands {
             path: path,
             values: [
                 "--id", "--mac", "--vni", "--ip", "--sg", "--type", "--packet-trace", "--trace-path", "--btype",
-                "--dip", "--dmac",
+                "--dip", "--dmac", "--sniff-target",
             ],
             flags: ["--enable-antispoof", "--bypass-filtering"]
         ) {
@@ -132,6 +132,7 @@ extension Commands {
             case "--btype": nic.btype = value
             case "--dip": nic.dip = value
             case "--dmac": nic.dmac = value
+            case "--sniff-target": nic.sniffTargetNicID = value
             case "--enable-antispoof": nic.ipAntiSpoof = true
             case "--bypass-filtering": nic.bypassFiltering = true
             default: break

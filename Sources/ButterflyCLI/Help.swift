@@ -89,6 +89,7 @@ enum Help {
             --btype TYPE          BENCH nic: ICMP_SND_LIKE or ICMP_RCV_LIKE
             --dip IP              BENCH nic: destination IP
             --dmac MAC            BENCH nic: destination MAC
+            --sniff-target NIC    mirror this nic's traffic, both directions, to NIC
 
         Prints the nic's path: its vhost-user socket, or its tap interface name.
         """,

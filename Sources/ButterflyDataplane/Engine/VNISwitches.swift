@@ -187,4 +187,6 @@ struct SlotPath {
     var counters: UnsafeMutablePointer<UInt64>?
     var transmit: Unmanaged<PacketBatch>?
     var firewall: Unmanaged<FirewallPolicy>?
+    /// The slot the NIC's traffic is mirrored to (`sniff_target_nic_id`), -1: none.
+    var mirror: Int32 = -1
 }

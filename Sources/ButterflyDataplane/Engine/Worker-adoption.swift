@@ -59,6 +59,7 @@ extension Worker {
         let finished = progress.remaining.isEmpty
         if finished {
             config = progress.update.config
+            resolveMirrors()
             underlay?.adopt(self)
         }
         let took = Self.threadCPUNanoseconds() &- start
@@ -102,6 +103,7 @@ extension Worker {
             adoptNIC(id: id, nic, attachment: update.attachments[id])
         }
         config = update.config
+        resolveMirrors()
         underlay?.adopt(self)
     }
 
@@ -119,6 +121,7 @@ extension Worker {
             }
             guest.config = nic
             updateTrace(guest)
+            trackMirror(slot, guest)
             refreshPath(slot)
         } else {
             let slot = takeFreeSlot()
@@ -134,6 +137,7 @@ extension Worker {
             attachPort(of: slots[slot]!, slot: slot)
             slots[slot]!.zone = nextZone
             nextZone &+= 1
+            trackMirror(slot, slots[slot]!)
             refreshPath(slot)
         }
     }
@@ -150,7 +154,8 @@ extension Worker {
             bypass: guest.config.bypassFiltering,
             counters: guest.attachment?.counters.rawSlots,
             transmit: Unmanaged.passUnretained(guest.transmitBatch),
-            firewall: Unmanaged.passUnretained(guest.firewall)
+            firewall: Unmanaged.passUnretained(guest.firewall),
+            mirror: Int32(guest.mirrorSlot)
         )
     }
 
@@ -185,11 +190,43 @@ extension Worker {
         if guest.trace != nil { openNICTraces -= 1 }
         guest.transmitBatch.releaseAll(to: pool)
         detachPort(of: guest, slot: slot)
+        mirroredSlots.removeAll { $0 == slot }
+        // No NIC may keep mirroring into this slot: a NIC adopted later in the same update
+        // could take it before the mirrors are resolved again.
+        for source in mirroredSlots where slots[source]?.mirrorSlot == slot {
+            slots[source]?.mirrorSlot = -1
+            paths[source].mirror = -1
+        }
         leaveVNI(slot: slot, vni: guest.config.vni)
         paths[slot] = SlotPath()
         slots[slot] = nil
         slotByID[id] = nil
         freeSlots.append(slot)
+    }
+
+    /// Keeps `mirroredSlots` in step with the NIC's sniff target; a NIC without one mirrors
+    /// nowhere from now on.
+    private func trackMirror(_ slot: Int, _ guest: GuestSlot) {
+        let listed = mirroredSlots.contains(slot)
+        if guest.config.sniffTarget != nil {
+            if !listed { mirroredSlots.append(slot) }
+        } else {
+            if listed { mirroredSlots.removeAll { $0 == slot } }
+            guest.mirrorSlot = -1
+        }
+    }
+
+    /// Resolves every sniff target to its slot once a configuration is complete (targets come
+    /// and go, their slots are reused): O(mirrored NICs). A NIC never mirrors to itself.
+    private func resolveMirrors() {
+        for slot in mirroredSlots {
+            guard let guest = slots[slot], let target = guest.config.sniffTarget else { continue }
+            var resolved = slotByID[target] ?? -1
+            if resolved == slot { resolved = -1 }
+            guard guest.mirrorSlot != resolved else { continue }
+            guest.mirrorSlot = resolved
+            paths[slot].mirror = Int32(resolved)
+        }
     }
 
     /// Watches a slot's port: its descriptor in epoll, its sleep hooks.
@@ -251,6 +288,8 @@ final class GuestSlot {
     }
     /// The NIC's connection-tracking zone (set once, when the NIC gets its slot).
     var zone: UInt32 = 0
+    /// Where the NIC's traffic is mirrored (its sniff target's slot), -1: nowhere.
+    var mirrorSlot = -1
     /// The compiled security groups (an empty policy when none were compiled).
     private(set) var firewall: FirewallPolicy
     var attachment: NICAttachment?

@@ -97,6 +97,8 @@ public final class Worker: @unchecked Sendable {
     let paths: UnsafeMutablePointer<SlotPath>
     /// Slots with frames waiting in their tx batch.
     var pendingTransmit: [Int] = []
+    /// Slots whose NIC names a sniff target (resolved after each adoption).
+    var mirroredSlots: [Int] = []
     /// Slots whose port has sleep hooks (`PacketPort.hasSleepHooks`): asked before each sleep.
     var sleepHookSlots: [Int] = []
     let receiveBatch = PacketBatch()

@@ -40,6 +40,11 @@ extension Worker {
                 trace.record(pool.data(packet), length: Int(packet.length))
             }
         }
+        // Mirrored as the guest sent it, before any check (what a switch's port mirror shows).
+        let mirrorSlot = guest.mirrorSlot
+        if mirrorSlot >= 0 {
+            for index in 0..<batch.count { mirror(batch[index], to: mirrorSlot) }
+        }
         for index in 0..<batch.count {
             let packet = batch[index]
             let data = pool.data(packet)
@@ -122,12 +127,32 @@ extension Worker {
             }
         }
         let length = Int(packet.length)
+        // Mirrored as delivered, after the firewall let it through.
+        if path.mirror >= 0 { mirror(packet, to: Int(path.mirror)) }
         transmit._withUnsafeGuaranteedRef { batch in
             if batch.isFull { transmitNow(slot) }
             if batch.isEmpty { pendingTransmit.append(slot) }
             batch.append(packet)
         }
         if let counters = path.counters { CounterBlock.countOut(counters, bytes: length) }
+    }
+
+    /// A copy of `packet` to `slot`'s port as it is (a mirror's target): no filter on the way,
+    /// and the copy is not mirrored again.
+    @inline(never)
+    func mirror(_ packet: Packet, to slot: Int) {
+        let path = paths[slot]
+        guard let transmit = path.transmit else { return }
+        guard let copy = pool.clone(packet) else {
+            globalCounters.countDrop(.noBuffer)
+            return
+        }
+        transmit._withUnsafeGuaranteedRef { batch in
+            if batch.isFull { transmitNow(slot) }
+            if batch.isEmpty { pendingTransmit.append(slot) }
+            batch.append(copy)
+        }
+        if let counters = path.counters { CounterBlock.countOut(counters, bytes: Int(copy.length)) }
     }
 
     /// Sends a slot's full transmit batch before it takes more (rare: a batch holds 256).
