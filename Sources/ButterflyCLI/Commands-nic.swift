@@ -24,6 +24,19 @@ extension Commands {
         Output.out("dropped: \(stats.dropped)")
         for drop in stats.drops { Output.out("drop \(drop.reason): \(drop.packets)") }
         if stats.hasConnections { Output.out("connections: \(stats.connections)") }
+        if stats.hasBench {
+            let bench = stats.bench
+            func microseconds(_ nanoseconds: UInt64) -> String {
+                String(format: "%.1f", Double(nanoseconds) / 1000)
+            }
+            Output.out("bench probes sent: \(bench.probesSent)")
+            Output.out("bench replies received: \(bench.repliesReceived)")
+            Output.out(
+                "bench rtt min/avg/max: \(microseconds(bench.rttMinNs))/\(microseconds(bench.rttAvgNs))/"
+                    + "\(microseconds(bench.rttMaxNs)) us"
+            )
+            Output.out("bench requests answered: \(bench.requestsAnswered)")
+        }
     }
 
     func nicExport(_ arguments: [String]) throws(CLIError) {

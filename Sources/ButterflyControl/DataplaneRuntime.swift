@@ -154,11 +154,24 @@ public final class DataplaneRuntime: DataplaneBinding {
                 throw APIError("NIC creation failed", detail: "\(error)")
             }
         case .bench:
-            // Its port arrives with BENCH NICs; the NIC is configured and reported, and moves
-            // no packets yet. A port of a previous kind goes away.
-            prepared[nic.id] = nil
+            // The daemon plays the guest itself (BenchPort); a re-added BENCH NIC starts over.
+            detached.remove(nic.id)
             preparedDevices[nic.id] = nil
-            detached.insert(nic.id)
+            var role = BenchPort.Role.responder
+            if nic.bench?.btype == NIC.benchProber, case .v4(let ip)? = nic.bench?.destinationIP,
+                let mac = nic.bench?.destinationMAC
+            {
+                role = .prober(destinationIP: ip, destinationMAC: mac.value)
+            }
+            let ips = nic.ips.compactMap { address -> UInt32? in
+                if case .v4(let value) = address { value } else { nil }
+            }
+            do throws(VhostUserError) {
+                let port = try BenchPort(name: nic.id, mac: nic.mac, ips: ips, role: role)
+                prepared[nic.id] = NICAttachment(nicID: nic.id, port: port)
+            } catch {
+                throw APIError("NIC creation failed", detail: error.description)
+            }
         }
     }
 
@@ -247,7 +260,9 @@ public final class DataplaneRuntime: DataplaneBinding {
         if let device = vhostUser.device(named: id) {
             attachment.counters.setDrops(.vhostProtocol, to: device.protocolErrors)
         }
-        return attachment.counters.snapshot
+        var snapshot = attachment.counters.snapshot
+        if let bench = attachment.port as? BenchPort { snapshot.bench = bench.statistics }
+        return snapshot
     }
 
     /// Copies the frames the kernel dropped on the tap's queue toward the daemon into the NIC's

@@ -114,7 +114,7 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
     @Test func benchParameters() throws {
         var proto = nicProto()
         proto.type = .bench
-        proto.btype = "ping"
+        proto.btype = "ICMP_RCV_LIKE"
         proto.dip = "2001:0db8::0002"
         proto.dmac = "AA:BB:CC:DD:EE:FF"
         let nic = try NIC(proto: proto)
@@ -122,7 +122,7 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
         #expect(
             nic.bench
                 == NIC.BenchParameters(
-                    btype: "ping",
+                    btype: "ICMP_RCV_LIKE",
                     destinationIP: ip("2001:db8::2"),
                     destinationMAC: MACAddress("aa:bb:cc:dd:ee:ff")
                 )
@@ -207,7 +207,7 @@ private func apiError<T>(_ body: () throws(APIError) -> T, sourceLocation: Sourc
             vni: 1,
             kind: .bench,
             bench: NIC.BenchParameters(
-                btype: "x",
+                btype: "ICMP_SND_LIKE",
                 destinationIP: ip("192.0.2.1"),
                 destinationMAC: MACAddress("02:00:00:00:00:09")
             )

@@ -59,7 +59,7 @@ private func richModel() throws -> Model {
             vni: 3,
             kind: .bench,
             bench: NIC.BenchParameters(
-                btype: "ping",
+                btype: "ICMP_RCV_LIKE",
                 destinationIP: IPAddress("10.0.0.1"),
                 destinationMAC: MACAddress("52:54:00:00:00:01")
             )

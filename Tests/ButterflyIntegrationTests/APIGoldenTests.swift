@@ -39,7 +39,7 @@ struct APIGoldenTests {
         )
         let answer = try Proto_Messages(serializedBytes: try exchange(try messages.serializedBytes()))
         let expected = try Proto_Messages(
-            textFormatString: "messages { revision: 8 message_0 { response { \(reply) } \(idLine)} }"
+            textFormatString: "messages { revision: 9 message_0 { response { \(reply) } \(idLine)} }"
         )
         #expect(
             answer.textFormatString() == expected.textFormatString(),
@@ -296,7 +296,7 @@ struct APIGoldenTests {
         let request: [UInt8] = try Proto_Messages.with { $0.messages = [message] }.serializedBytes()
         let answer = try Proto_Messages(serializedBytes: try exchange(request))
         let expected = try Proto_Messages(
-            textFormatString: "messages { revision: 8 message_0 { response { "
+            textFormatString: "messages { revision: 9 message_0 { response { "
                 + Self.refused(
                     "Bad NIC format",
                     "type 99 is not a NIC type (0 VHOST_USER_SERVER, 1 TAP, 2 BENCH, 3 VHOST_USER_CLIENT)"
@@ -331,7 +331,7 @@ struct APIGoldenTests {
                 continue
             }
             let bare = try Proto_Message(serializedBytes: reply)
-            #expect(bare.revision == 8 && bare.hasError && bare.error.code == .parseError)
+            #expect(bare.revision == 9 && bare.hasError && bare.error.code == .parseError)
         }
         // A required field missing deep inside (nic_add without mac): PARSE_ERROR too.
         let missingMAC = try Proto_Messages(
@@ -358,6 +358,6 @@ struct APIGoldenTests {
                 == "MessageV0 appears to not have any request"
         )
         #expect(reply.messages[3].message0.response.status.status)
-        #expect(reply.messages.allSatisfy { $0.revision == 8 })
+        #expect(reply.messages.allSatisfy { $0.revision == 9 })
     }
 }

@@ -245,7 +245,7 @@ struct CLITests {
         #expect(
             result.stdout == """
                 messages {
-                  revision: 8
+                  revision: 9
                   message_0 {
                     response {
                       status {
@@ -259,7 +259,7 @@ struct CLITests {
                   }
                 }
                 messages {
-                  revision: 8
+                  revision: 9
                   message_0 {
                     response {
                       status {

@@ -63,7 +63,7 @@ struct DaemonTests {
         #expect(result.status == 0, "\(result)")
         #expect(result.stdout.contains("message_id: \"first\""))
         #expect(result.stdout.contains("nic_list: \"r1\""))
-        #expect(result.stdout.contains("revision: 8"))
+        #expect(result.stdout.contains("revision: 9"))
 
         try "this is { not protobuf".write(toFile: file, atomically: true, encoding: .utf8)
         let bad = try daemon.cli(["request", file])

@@ -46,7 +46,7 @@ STARTUP_TIMEOUT_S = 10.0
 
 # Revision an original (revision-6) client sends.
 CLIENT_REVISION = 6
-DAEMON_REVISION = 8
+DAEMON_REVISION = 9
 
 
 # ---------------------------------------------------------------------------

@@ -112,6 +112,16 @@ extension APIService {
                     $0.packets = drop.packets
                 }
             }
+            if let bench = counters.bench {
+                response.nicStats.bench = MessageV0.BenchStats.with {
+                    $0.probesSent = bench.probesSent
+                    $0.repliesReceived = bench.repliesReceived
+                    $0.rttMinNs = bench.minimumNanoseconds
+                    $0.rttAvgNs = bench.averageNanoseconds
+                    $0.rttMaxNs = bench.maximumNanoseconds
+                    $0.requestsAnswered = bench.requestsAnswered
+                }
+            }
         } else if request.hasSgAdd {
             let group: SecurityGroup
             do {

@@ -100,6 +100,23 @@ public struct NIC: Equatable, Sendable {
         if let path = packetTracePath, path.isEmpty || path.contains("\0") {
             throw .badNIC("packet trace path must be a non-empty file path")
         }
+        if kind == .bench { try validateBench() }
+    }
+
+    /// The two kinds of BENCH NIC (`btype`): a prober sending echo requests to `dip`/`dmac`,
+    /// and a responder answering them (the default when `btype` is absent).
+    public static let benchProber = "ICMP_SND_LIKE"
+    public static let benchResponder = "ICMP_RCV_LIKE"
+
+    private func validateBench() throws(APIError) {
+        let btype = bench?.btype ?? Self.benchResponder
+        guard btype == Self.benchProber || btype == Self.benchResponder else {
+            throw .badNIC("btype '\(btype)' is not \(Self.benchProber) or \(Self.benchResponder)")
+        }
+        guard btype == Self.benchProber else { return }
+        guard case .v4? = bench?.destinationIP, bench?.destinationMAC != nil else {
+            throw .badNIC("a \(Self.benchProber) BENCH NIC needs dip (an IPv4 address) and dmac")
+        }
     }
 
     /// Checks what depends on the host: `path` is where the NIC's port lives

@@ -10,6 +10,8 @@ public struct NICCounters: Sendable, Equatable {
     public var drops: [(reason: String, packets: UInt64)]
     /// Connections tracked by the NIC's firewall (for the global block: by every NIC).
     public var connections: UInt64
+    /// A BENCH NIC's figures.
+    public var bench: BenchFigures?
 
     public init(
         inBytes: UInt64 = 0,
@@ -29,7 +31,19 @@ public struct NICCounters: Sendable, Equatable {
 
     public static func == (lhs: NICCounters, rhs: NICCounters) -> Bool {
         lhs.inBytes == rhs.inBytes && lhs.inPackets == rhs.inPackets && lhs.outBytes == rhs.outBytes
-            && lhs.outPackets == rhs.outPackets && lhs.connections == rhs.connections
+            && lhs.outPackets == rhs.outPackets && lhs.connections == rhs.connections && lhs.bench == rhs.bench
             && lhs.drops.elementsEqual(rhs.drops, by: { $0 == $1 })
     }
+}
+
+/// What a BENCH NIC measured: probes sent and answered with their round trips (a prober),
+/// echo requests answered (a responder).
+public struct BenchFigures: Sendable, Equatable {
+    public var probesSent: UInt64 = 0
+    public var repliesReceived: UInt64 = 0
+    public var requestsAnswered: UInt64 = 0
+    public var minimumNanoseconds: UInt64 = 0
+    public var averageNanoseconds: UInt64 = 0
+    public var maximumNanoseconds: UInt64 = 0
+    public init() {}
 }

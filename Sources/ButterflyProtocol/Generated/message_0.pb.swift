@@ -518,6 +518,17 @@ public nonisolated struct MessageV0: Sendable {
     /// Clears the value of `connections`. Subsequent reads from it will return its default value.
     public mutating func clearConnections() {self._connections = nil}
 
+    /// [ours, revision 9] A BENCH NIC's figures: probes sent and answered (ICMP_SND_LIKE),
+    /// round trips in nanoseconds, requests answered (ICMP_RCV_LIKE).
+    public var bench: MessageV0.BenchStats {
+      get {_bench ?? MessageV0.BenchStats()}
+      set {_bench = newValue}
+    }
+    /// Returns true if `bench` has been explicitly set.
+    public var hasBench: Bool {self._bench != nil}
+    /// Clears the value of `bench`. Subsequent reads from it will return its default value.
+    public mutating func clearBench() {self._bench = nil}
+
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
     public init() {}
@@ -528,6 +539,79 @@ public nonisolated struct MessageV0: Sendable {
     fileprivate var _outPackets: UInt64? = nil
     fileprivate var _dropped: UInt64? = nil
     fileprivate var _connections: UInt64? = nil
+    fileprivate var _bench: MessageV0.BenchStats? = nil
+  }
+
+  /// [ours, revision 9] What a BENCH NIC measured.
+  public nonisolated struct BenchStats: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var probesSent: UInt64 {
+      get {_probesSent ?? 0}
+      set {_probesSent = newValue}
+    }
+    /// Returns true if `probesSent` has been explicitly set.
+    public var hasProbesSent: Bool {self._probesSent != nil}
+    /// Clears the value of `probesSent`. Subsequent reads from it will return its default value.
+    public mutating func clearProbesSent() {self._probesSent = nil}
+
+    public var repliesReceived: UInt64 {
+      get {_repliesReceived ?? 0}
+      set {_repliesReceived = newValue}
+    }
+    /// Returns true if `repliesReceived` has been explicitly set.
+    public var hasRepliesReceived: Bool {self._repliesReceived != nil}
+    /// Clears the value of `repliesReceived`. Subsequent reads from it will return its default value.
+    public mutating func clearRepliesReceived() {self._repliesReceived = nil}
+
+    public var rttMinNs: UInt64 {
+      get {_rttMinNs ?? 0}
+      set {_rttMinNs = newValue}
+    }
+    /// Returns true if `rttMinNs` has been explicitly set.
+    public var hasRttMinNs: Bool {self._rttMinNs != nil}
+    /// Clears the value of `rttMinNs`. Subsequent reads from it will return its default value.
+    public mutating func clearRttMinNs() {self._rttMinNs = nil}
+
+    public var rttAvgNs: UInt64 {
+      get {_rttAvgNs ?? 0}
+      set {_rttAvgNs = newValue}
+    }
+    /// Returns true if `rttAvgNs` has been explicitly set.
+    public var hasRttAvgNs: Bool {self._rttAvgNs != nil}
+    /// Clears the value of `rttAvgNs`. Subsequent reads from it will return its default value.
+    public mutating func clearRttAvgNs() {self._rttAvgNs = nil}
+
+    public var rttMaxNs: UInt64 {
+      get {_rttMaxNs ?? 0}
+      set {_rttMaxNs = newValue}
+    }
+    /// Returns true if `rttMaxNs` has been explicitly set.
+    public var hasRttMaxNs: Bool {self._rttMaxNs != nil}
+    /// Clears the value of `rttMaxNs`. Subsequent reads from it will return its default value.
+    public mutating func clearRttMaxNs() {self._rttMaxNs = nil}
+
+    public var requestsAnswered: UInt64 {
+      get {_requestsAnswered ?? 0}
+      set {_requestsAnswered = newValue}
+    }
+    /// Returns true if `requestsAnswered` has been explicitly set.
+    public var hasRequestsAnswered: Bool {self._requestsAnswered != nil}
+    /// Clears the value of `requestsAnswered`. Subsequent reads from it will return its default value.
+    public mutating func clearRequestsAnswered() {self._requestsAnswered = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _probesSent: UInt64? = nil
+    fileprivate var _repliesReceived: UInt64? = nil
+    fileprivate var _rttMinNs: UInt64? = nil
+    fileprivate var _rttAvgNs: UInt64? = nil
+    fileprivate var _rttMaxNs: UInt64? = nil
+    fileprivate var _requestsAnswered: UInt64? = nil
   }
 
   /// [ours] One drop reason and how many packets it dropped.
@@ -1750,7 +1834,7 @@ nonisolated extension MessageV0.NicAddRes: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = MessageV0.protoMessageName + ".NicStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}in\0\u{1}out\0\u{3}in_packets\0\u{3}out_packets\0\u{1}dropped\0\u{1}drops\0\u{1}connections\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}in\0\u{1}out\0\u{3}in_packets\0\u{3}out_packets\0\u{1}dropped\0\u{1}drops\0\u{1}connections\0\u{1}bench\0")
 
   public var isInitialized: Bool {
     if self._in == nil {return false}
@@ -1771,6 +1855,7 @@ nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self._dropped) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.drops) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self._connections) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._bench) }()
       default: break
       }
     }
@@ -1802,6 +1887,9 @@ nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._
     try { if let v = self._connections {
       try visitor.visitSingularUInt64Field(value: v, fieldNumber: 7)
     } }()
+    try { if let v = self._bench {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1813,6 +1901,66 @@ nonisolated extension MessageV0.NicStats: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs._dropped != rhs._dropped {return false}
     if lhs.drops != rhs.drops {return false}
     if lhs._connections != rhs._connections {return false}
+    if lhs._bench != rhs._bench {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension MessageV0.BenchStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = MessageV0.protoMessageName + ".BenchStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}probes_sent\0\u{3}replies_received\0\u{3}rtt_min_ns\0\u{3}rtt_avg_ns\0\u{3}rtt_max_ns\0\u{3}requests_answered\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self._probesSent) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self._repliesReceived) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self._rttMinNs) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self._rttAvgNs) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self._rttMaxNs) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self._requestsAnswered) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._probesSent {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._repliesReceived {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._rttMinNs {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._rttAvgNs {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._rttMaxNs {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._requestsAnswered {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 6)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: MessageV0.BenchStats, rhs: MessageV0.BenchStats) -> Bool {
+    if lhs._probesSent != rhs._probesSent {return false}
+    if lhs._repliesReceived != rhs._repliesReceived {return false}
+    if lhs._rttMinNs != rhs._rttMinNs {return false}
+    if lhs._rttAvgNs != rhs._rttAvgNs {return false}
+    if lhs._rttMaxNs != rhs._rttMaxNs {return false}
+    if lhs._requestsAnswered != rhs._requestsAnswered {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
