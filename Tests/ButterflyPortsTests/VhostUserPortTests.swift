@@ -145,4 +145,45 @@ import Testing
         #expect(transmitq.memory.poisoned)
         #expect(pool.available == 16)
     }
+
+    /// CSUM: a guest leaves a UDP checksum to us (NEEDS_CSUM, the pseudo-header sum in the
+    /// field); the frame enters the engine with the checksum complete.
+    @Test func aChecksumLeftToUsIsCompleted() throws {
+        let port = try Self.port()
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: VhostUserSession(queuePairs: 1))
+        let pool = PacketPool(capacity: 16)
+        let batch = PacketBatch()
+        let source: UInt32 = 0xCB00_7101  // 203.0.113.1
+        let destination: UInt32 = 0xCB00_7102
+        var frame = [UInt8](repeating: 0, count: 14 + 20 + 8 + 5)
+        frame.withUnsafeMutableBytes { bytes in
+            let out = bytes.baseAddress!
+            Ethernet.write(out, destination: 0x5254_0000_0002, source: 0x5254_0000_0001, etherType: EtherType.ipv4)
+            _ = IPv4.write(out + 14, totalLength: 33, protocol: 17, source: source, destination: destination)
+            out.storeBigEndian16(4000, at: 34)
+            out.storeBigEndian16(5000, at: 36)
+            out.storeBigEndian16(13, at: 38)
+            for index in 0..<5 { out.storeByte(UInt8(0x41 + index), at: 42 + index) }
+        }
+        let pseudo = IPv4.pseudoHeaderSum(source: source, destination: destination, protocol: 17, length: 13)
+        let expected = frame.withUnsafeBytes {
+            InternetChecksum.finish(InternetChecksum.add($0.baseAddress! + 34, length: 13, to: pseudo))
+        }
+        let partial = InternetChecksum.fold(pseudo)
+        frame[40] = UInt8(partial >> 8)
+        frame[41] = UInt8(partial & 0xFF)
+        // The header: NEEDS_CSUM, checksum from byte 34, field at offset 6.
+        let header: [UInt8] = [1, 0, 0, 0, 0, 0, 34, 0, 6, 0]
+        transmitq.fill(0x10000, header + frame)
+        transmitq.descriptor(0, at: 0x10000, length: UInt32(10 + frame.count))
+        transmitq.makeAvailable(0)
+        #expect(port.receive(into: batch, pool: pool) == 1)
+        let data = pool.data(batch[0])
+        #expect(
+            UInt16(data.load(fromByteOffset: 40, as: UInt8.self)) << 8
+                | UInt16(data.load(fromByteOffset: 41, as: UInt8.self)) == expected
+        )
+        batch.releaseAll(to: pool)
+    }
 }

@@ -224,10 +224,13 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                     break
                 }
                 let offload = VirtioNetHeader(loadingFrom: receiveHeader)
-                // No checksum or segmentation offload was offered: a guest asking for either
-                // broke the negotiation; a runt carries no Ethernet header.
+                // Segmentation was not offered: a super-frame broke the negotiation. A checksum
+                // left to us (CSUM) is completed here, so the rest of the engine sees whole
+                // frames; one whose offsets do not fit the frame is refused. A runt carries no
+                // Ethernet header.
                 guard length >= 14, offload.gsoType == VirtioNetHeader.gsoNone,
                     offload.flags & VirtioNetHeader.needsChecksum == 0
+                        || offload.completeChecksum(pool.data(packet), length: length) == nil
                 else {
                     pool.release(packet)
                     portDrops.receiveDropped &+= 1

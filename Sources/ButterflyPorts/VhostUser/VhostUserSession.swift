@@ -36,12 +36,13 @@ public final class VhostUserSession {
     public static let protocolMultiQueue: UInt64 = 1 << 0
     public static let protocolReplyAck: UInt64 = 1 << 3
 
-    /// What the back-end offers (docs/VHOST-USER.md, Decisions). Checksum and TSO offloads
-    /// join once the data path carries super-frames (issue 9, item 2): offered before, a guest
-    /// would send 64 KB frames no packet buffer holds.
+    /// What the back-end offers (docs/VHOST-USER.md, Decisions). CSUM: the guest may leave its
+    /// checksums to us (completed as the frame enters, as for taps); it spares a guest's CPU
+    /// and needs no large buffer. TSO joins once the data path carries super-frames (issue 9,
+    /// item 2): offered before, a guest would send 64 KB frames no packet buffer holds.
     public static let offeredFeatures: UInt64 =
-        featureVersion1 | featureAnyLayout | featureMergeableBuffers | featureIndirectDescriptors | featureEventIndex
-        | featureProtocolFeatures | featureMultiQueue
+        featureCSUM | featureVersion1 | featureAnyLayout | featureMergeableBuffers | featureIndirectDescriptors
+        | featureEventIndex | featureProtocolFeatures | featureMultiQueue
     public static let offeredProtocolFeatures: UInt64 = protocolMultiQueue | protocolReplyAck
 
     /// Largest ring the split format allows (VIRTIO 1.1 §2.6: queue size ≤ 32768).
