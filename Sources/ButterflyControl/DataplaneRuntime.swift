@@ -94,6 +94,7 @@ public final class DataplaneRuntime: DataplaneBinding {
             // Within one request (published after it is saved) an earlier message may have
             // prepared this NIC already: the latest preparation is what counts.
             detached.remove(nic.id)
+            preparedDevices[nic.id] = nil
             for candidate in [prepared[nic.id], attachments[nic.id]] {
                 if let live = candidate, let tap = live.port as? TapPort, tap.name == path {
                     if tapSetsMAC { tap.setMAC(nic.mac) }
@@ -225,9 +226,10 @@ public final class DataplaneRuntime: DataplaneBinding {
             kernelReadSecond[removed.nicID] = nil
             closer.close([removed])
         }
-        // A removed vhost-user NIC's front-end goes only now that the worker let go of its
-        // port: socket closed (a server's file removed), rings' eventfds closed, memory unmapped.
-        withExtendedLifetime(removedDevice) {}
+        // A removed vhost-user NIC's front-end goes only once its rings are stopped on the
+        // worker (whether or not the adoption above finished in time): then its socket closes (a
+        // server's file removed), the rings' eventfds close and the memory is unmapped.
+        removedDevice?.stopDataPath()
     }
 
     /// Closes every port at once (the daemon's stop, after the worker stopped): 4,096 taps go

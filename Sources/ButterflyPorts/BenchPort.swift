@@ -114,9 +114,25 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
     /// A probe unanswered past its deadline is lost: the next one goes. Checked on wake-ups
     /// (the timer) and on every receive call (a busy worker polls instead of sleeping).
     private func expireProbe() {
-        guard let probe = inFlight, Self.now() &- probe.sentAt >= timeout else { return }
+        guard let probe = inFlight else { return }
+        let waited = Self.now() &- probe.sentAt
+        guard waited >= timeout else {
+            // Woken early (the clock restarted when the probe left): wait for the rest.
+            armTimer(after: timeout &- waited)
+            return
+        }
         inFlight = nil
         sendProbe()
+    }
+
+    /// The timeout's wake-up, `nanoseconds` from now (a one-shot timer).
+    private func armTimer(after nanoseconds: UInt64) {
+        var deadline = itimerspec()
+        deadline.it_value = timespec(
+            tv_sec: Int(nanoseconds / 1_000_000_000),
+            tv_nsec: Int(nanoseconds % 1_000_000_000)
+        )
+        _ = timerfd_settime(timer, 0, &deadline, nil)
     }
 
     public func prepareToSleep() -> Bool { !outgoing.isEmpty }
@@ -134,6 +150,7 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
                 // The probe's clock starts as it enters the daemon's path.
                 let now = Self.now()
                 inFlight?.sentAt = now
+                armTimer(after: timeout)
                 pool.data(packet).storeBytes(of: now.bigEndian, toByteOffset: 42, as: UInt64.self)
                 Self.finishEcho(pool.data(packet) + 34, length: frame.count - 34, type: 8)
             }
@@ -245,9 +262,7 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
         inFlight = (sequence, Self.now())
         queue(frame)
         sent.wrappingAdd(1, ordering: .relaxed)
-        var deadline = itimerspec()
-        deadline.it_value = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
-        _ = timerfd_settime(timer, 0, &deadline, nil)
+        armTimer(after: timeout)
     }
 
     private func queue(_ frame: [UInt8]) {

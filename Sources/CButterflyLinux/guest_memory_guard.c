@@ -24,6 +24,10 @@ static int installed;
 static struct sigaction previous;
 
 static void on_sigbus(int signal, siginfo_t *info, void *context) {
+    // Sent by a process (kill, tgkill: si_code <= 0), not raised by a fault: nothing to
+    // repair, and the guard stays (a guard removed by `kill -BUS` would let the next shrunk
+    // memory file kill the daemon).
+    if (info->si_code <= 0) return;
     uintptr_t address = (uintptr_t)info->si_addr;
     for (int index = 0; index < GUARD_SLOTS; index++) {
         uintptr_t start = __atomic_load_n(&slots[index].start, __ATOMIC_ACQUIRE);

@@ -15,9 +15,18 @@ final class QemuGuest {
 
     /// Starts a guest whose NIC `mac` connects to the vhost-user socket `path` (`server`: QEMU
     /// listens there, the daemon's NIC is then VHOST_USER_CLIENT).
-    init(path: String, mac: String, ip: String, peer: String, script: String, extra: String = "", server: Bool = false)
-        throws
-    {
+    /// `mtu`: the MTU QEMU gives the guest (`host_mtu`), which must fit what the daemon
+    /// carries (over VXLAN: the underlay's MTU less 50).
+    init(
+        path: String,
+        mac: String,
+        ip: String,
+        peer: String,
+        script: String,
+        extra: String = "",
+        server: Bool = false,
+        mtu: Int? = nil
+    ) throws {
         try requireTool("qemu-system-x86_64")
         let (kernel, initrd) = try Self.bootFiles()
         console = directory.path + "/console.log"
@@ -27,7 +36,7 @@ final class QemuGuest {
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-machine", "q35,memory-backend=mem",
             "-chardev", chardev, "-netdev", "vhost-user,id=n0,chardev=c0",
             // vectors=0: QEMU 7.2 under TCG crashes starting vhost-user with MSI-X (TESTBED.md).
-            "-device", "virtio-net-pci,netdev=n0,mac=\(mac),vectors=0",
+            "-device", "virtio-net-pci,netdev=n0,mac=\(mac),vectors=0" + (mtu.map { ",host_mtu=\($0)" } ?? ""),
             "-nographic", "-nodefaults", "-serial", "file:\(console)", "-kernel", kernel, "-initrd", initrd,
             "-append", "console=ttyS0 quiet panic=-1 bf.ip=\(ip) bf.peer=\(peer) bf.do=\(script) \(extra)",
         ]

@@ -168,14 +168,19 @@ func filteredNICArguments(ipv4: String?, ipv6: String? = nil) -> String {
     return arguments + " --sg \(openGroup)"
 }
 
-/// Two hosts, network namespaces `<prefix>ha` and `<prefix>hb` joined by a veth pair, each
-/// running a daemon whose VTEP (198.51.100.1 and .2) is on its end, with the open group.
-func twoHostDaemons(_ namespaces: Namespaces) throws -> (Daemon, Daemon) {
+/// Two hosts, network namespaces `<prefix>ha` and `<prefix>hb` joined by a veth pair (of MTU
+/// `underlayMTU` when given), each running a daemon whose VTEP (198.51.100.1 and .2) is on its
+/// end, with the open group.
+func twoHostDaemons(_ namespaces: Namespaces, underlayMTU: Int? = nil) throws -> (Daemon, Daemon) {
     let hostA = try namespaces.add("ha")
     let hostB = try namespaces.add("hb")
     let ua = namespaces.prefix + "ua"
     let ub = namespaces.prefix + "ub"
     try sh("ip link add \(ua) netns \(hostA) type veth peer name \(ub) netns \(hostB)")
+    if let underlayMTU {
+        try sh("ip -n \(hostA) link set \(ua) mtu \(underlayMTU)")
+        try sh("ip -n \(hostB) link set \(ub) mtu \(underlayMTU)")
+    }
     try sh("ip -n \(hostA) link set \(ua) up")
     try sh("ip -n \(hostB) link set \(ub) up")
     let daemonA = try Daemon(extraArguments: ["-i", "198.51.100.1/24", "--underlay-if", ua], namespace: hostA)

@@ -14,6 +14,9 @@ extension Worker {
     /// calling thread when no worker thread runs (not started, stopped, or driven by `runOnce`).
     /// One caller at a time (the control thread).
     public func onWorkerThread(_ body: @escaping () -> UInt64) -> UInt64 {
+        // Already on the worker (a port stopping its own rings): waiting for ourselves would
+        // never end.
+        if isWorkerThread { return body() }
         let task = PortTask(body)
         portTask.withLock { $0 = task }
         portTaskPending.store(true, ordering: .releasing)

@@ -224,6 +224,9 @@ public final class Worker: @unchecked Sendable {
     private var thread = pthread_t()
     private var pinnedCPU: Int?
 
+    /// True on the worker's own thread.
+    var isWorkerThread: Bool { thread != 0 && pthread_equal(pthread_self(), thread) != 0 }
+
     // MARK: Worker thread
 
     func run() {

@@ -91,15 +91,20 @@ public final class GuestMemory {
                 Self.unmap(mapped)
                 throw .badMemory("region \(index): its file is not a regular file of at least \(length) bytes")
             }
-            let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fds[index], 0)
+            // Mapped, guarded and unmapped in whole pages of the file's own size (hugetlbfs: a
+            // huge page), or munmap and the guard's replacement mapping would fail.
+            var fileSystem = statfs()
+            let pageSize = fstatfs(fds[index], &fileSystem) == 0 ? max(Int(fileSystem.f_bsize), 4096) : 4096
+            let mappingLength = (length + pageSize - 1) / pageSize * pageSize
+            let pointer = mmap(nil, mappingLength, PROT_READ | PROT_WRITE, MAP_SHARED, fds[index], 0)
             guard let pointer, pointer != MAP_FAILED else {
                 Self.unmap(mapped)
                 throw .badMemory("region \(index): mmap of \(length) bytes failed: \(String(cString: strerror(errno)))")
             }
             // The front-end may still shrink the file: a fault in the mapping must not kill us.
-            let guardSlot = cbutterfly_guest_memory_guard(pointer, length)
+            let guardSlot = cbutterfly_guest_memory_guard(pointer, mappingLength)
             guard guardSlot >= 0 else {
-                munmap(pointer, length)
+                munmap(pointer, mappingLength)
                 Self.unmap(mapped)
                 throw .badMemory("region \(index): too many guest memory mappings in this daemon")
             }
@@ -110,7 +115,7 @@ public final class GuestMemory {
                     size: region.size,
                     host: pointer + Int(region.mmapOffset),
                     mapping: pointer,
-                    mappingLength: length,
+                    mappingLength: mappingLength,
                     guardSlot: guardSlot
                 )
             )

@@ -77,6 +77,10 @@ public final class VhostUserDevice {
         return true
     }
 
+    /// Stops every ring of the data path (synchronously, through the worker): afterwards the
+    /// session's descriptors and memory may go.
+    public func stopDataPath() { dataPath?.stopAll() }
+
     /// True while the front-end's memory is mapped (it may then shrink it under us).
     public var hasMemory: Bool { session.memory != nil }
 

@@ -179,8 +179,10 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
             // written would leave it behind (the guest would not kick until the index wrapped).
             queue.enableKicks()
             // After asking for kicks: a frame the guest added before it could see the request
-            // would otherwise wait for the next one.
+            // would otherwise wait for the next one. A ring the front-end runs without a kick
+            // descriptor (it asked to be polled) keeps the worker polling while it runs.
             if let pending = queue.pending(), pending > 0 { waiting = true }
+            if kicks[ring] < 0 { waiting = true }
         }
         kicksWanted = true
         return waiting

@@ -247,7 +247,14 @@ public final class VhostUserSession {
                 throw .badDescriptors(request: request, expected: noDescriptor ? 0 : 1, got: message.fds.count)
             }
             let fd: Int32 = noDescriptor ? -1 : message.fds[0]
-            if fd >= 0 { keptDescriptors.insert(fd) }
+            if fd >= 0 {
+                // The worker reads kicks and writes calls on these: a front-end passing a pipe,
+                // or an eventfd it keeps full, must never block it (and every other NIC).
+                guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
+                    throw .protocolViolation("request \(request): its descriptor cannot be made non-blocking")
+                }
+                keptDescriptors.insert(fd)
+            }
             switch request {
             case VhostUserRequest.setVringKick:
                 if rings[ring].kick >= 0 { close(rings[ring].kick) }

@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <sys/vfs.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
