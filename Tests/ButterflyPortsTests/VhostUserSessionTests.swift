@@ -129,6 +129,20 @@ import Testing
     /// A descriptor on a small file of the test's own, recognisable in `openDescriptors`.
     static func marker() -> Int32 { Harness.memoryFile(size: 16) }
 
+    /// A front-end passing a pipe (or an eventfd it keeps full) as kick or call must never make
+    /// the worker block: the session makes every ring descriptor non-blocking.
+    @Test func ringDescriptorsBecomeNonBlocking() throws {
+        let harness = Harness(queuePairs: 1)
+        var ends: [Int32] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        try harness.send(Request.setVringCall, harness.u64(0), fds: [ends[1]])
+        try harness.send(Request.setVringKick, harness.u64(0), fds: [eventfd(0, Int32(EFD_CLOEXEC))])
+        let ring = harness.session.rings[0]
+        #expect(fcntl(ring.call, F_GETFL) & O_NONBLOCK != 0)
+        #expect(fcntl(ring.kick, F_GETFL) & O_NONBLOCK != 0)
+    }
+
     @Test func qemuOrderBringsRingsUpAndGetVringBaseStopsThem() throws {
         let harness = Harness()
         let features = try #require(try harness.send(Request.getFeatures))
@@ -441,4 +455,5 @@ enum FileManagerLite {
         }
         return targets
     }
+
 }
