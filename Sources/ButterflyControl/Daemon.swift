@@ -111,7 +111,12 @@ public enum Daemon {
             if worker.mainTrace == nil { throw StartupError(description: "cannot open the main trace \(path)") }
             Log.info("main trace: \(path)")
         }
-        let runtime = DataplaneRuntime(worker: worker, nicMTU: nicMTU, tapSetsMAC: options.tapSetsMAC)
+        let runtime = DataplaneRuntime(
+            worker: worker,
+            nicMTU: nicMTU,
+            tapSetsMAC: options.tapSetsMAC,
+            vhostUserMTU: nicMTU ?? largestGuestMTU(options)
+        )
         let controlPlane = ControlPlane(reconciler: reconciler, stateStore: stateStore, runtime: runtime)
         let service = APIService(controlPlane: controlPlane, cipher: cipher)
 

@@ -80,10 +80,14 @@ public final class DataplaneRuntime: DataplaneBinding {
     /// kernel's, as in the original.
     private let tapSetsMAC: Bool
 
-    public init(worker: Worker, nicMTU: Int?, tapSetsMAC: Bool = false) {
+    /// The largest MTU a vhost-user guest may be given (QEMU's host_mtu, NET_SET_MTU).
+    private let vhostUserMTU: Int
+
+    public init(worker: Worker, nicMTU: Int?, tapSetsMAC: Bool = false, vhostUserMTU: Int = 65535) {
         self.worker = worker
         self.nicMTU = nicMTU
         self.tapSetsMAC = tapSetsMAC
+        self.vhostUserMTU = vhostUserMTU
     }
 
     /// Creates what a NIC needs before the model accepts it. Reuses the NIC's live port when
@@ -143,11 +147,9 @@ public final class DataplaneRuntime: DataplaneBinding {
                     runOnWorker: { [worker] body in worker.onWorkerThread(body) }
                 )
                 let endpoint = try VhostUserEndpoint(path: path, mode: mode)
-                preparedDevices[nic.id] = VhostUserDevice(
-                    endpoint: endpoint,
-                    queuePairs: Self.vhostUserQueuePairs,
-                    dataPath: port
-                )
+                let device = VhostUserDevice(endpoint: endpoint, queuePairs: Self.vhostUserQueuePairs, dataPath: port)
+                device.session.largestMTU = UInt16(clamping: vhostUserMTU)
+                preparedDevices[nic.id] = device
                 prepared[nic.id] = NICAttachment(nicID: nic.id, port: port)
             } catch let error as VhostUserEndpoint.Failure {
                 throw APIError("NIC creation failed", detail: error.description)

@@ -123,6 +123,28 @@ struct QemuGuestTests {
         }
     }
 
+    /// A guest MTU the daemon cannot carry (QEMU's host_mtu 1500 over a 1500-byte underlay:
+    /// VXLAN needs 50 bytes) is refused when QEMU announces it, and the daemon says why,
+    /// instead of full-size frames vanishing later.
+    @Test func aGuestMTUTooLargeForTheUnderlayIsRefused() throws {
+        let (daemonA, _) = try twoHostDaemons(namespaces)
+        let path = try vhostNIC(daemonA, "vm", mac: "52:54:00:00:16:01", vni: 16, ip: "203.0.113.1")
+        let guest = try QemuGuest(
+            path: path,
+            mac: "52:54:00:00:16:01",
+            ip: "203.0.113.1/24",
+            peer: "203.0.113.2",
+            script: "idle",
+            mtu: 1500
+        )
+        _ = guest.waitFor("BF-READY", timeout: 60)
+        #expect(daemonA.stop() == 0)
+        #expect(
+            daemonA.stderr.contains("refused guest MTU 1500: the daemon carries at most 1450"),
+            "\(daemonA.stderr)"
+        )
+    }
+
     @Test func aGuestOnOneHostReachesATapNamespaceOnAnother() throws {
         let (daemonA, daemonB) = try twoHostDaemons(namespaces)
         let path = try vhostNIC(daemonA, "vm", mac: "52:54:00:00:13:01", vni: 13, ip: "203.0.113.1")

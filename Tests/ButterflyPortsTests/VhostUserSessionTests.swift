@@ -143,6 +143,24 @@ import Testing
         #expect(fcntl(ring.kick, F_GETFL) & O_NONBLOCK != 0)
     }
 
+    /// QEMU's host_mtu reaches us as NET_SET_MTU: an MTU larger than the daemon carries is
+    /// refused (a non-zero REPLY_ACK, so QEMU does not start the NIC), a fitting one is kept.
+    @Test func aGuestMTUTheDaemonCannotCarryIsRefused() throws {
+        let harness = Harness(queuePairs: 1)
+        harness.session.largestMTU = 1450
+        try harness.send(Request.setFeatures, harness.u64(VhostUserSession.featureProtocolFeatures))
+        try harness.send(
+            Request.setProtocolFeatures,
+            harness.u64(VhostUserSession.protocolReplyAck | VhostUserSession.protocolNetMTU)
+        )
+        let refused = try #require(try harness.send(Request.netSetMTU, harness.u64(1500), needReply: true))
+        #expect(try refused.u64() != 0)
+        #expect(harness.session.mtu == nil && harness.session.refusedMTU == 1500)
+        let accepted = try #require(try harness.send(Request.netSetMTU, harness.u64(1450), needReply: true))
+        #expect(try accepted.u64() == 0)
+        #expect(harness.session.mtu == 1450)
+    }
+
     @Test func qemuOrderBringsRingsUpAndGetVringBaseStopsThem() throws {
         let harness = Harness()
         let features = try #require(try harness.send(Request.getFeatures))

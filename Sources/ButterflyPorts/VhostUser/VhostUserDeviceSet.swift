@@ -92,9 +92,16 @@ public final class VhostUserDeviceSet {
             _ = epoll_ctl(descriptor, EPOLL_CTL_DEL, fd, &unused)
         }
         let errorsBefore = device.protocolErrors
+        let refusedBefore = device.session.refusedMTU
         device.poll(now: now)
         if device.protocolErrors != errorsBefore, let error = device.lastError {
             log.append("vhost-user \(device.endpoint.path): front-end dropped: \(error)")
+        }
+        if let refused = device.session.refusedMTU, refused != refusedBefore {
+            log.append(
+                "vhost-user \(device.endpoint.path): refused guest MTU \(refused): the daemon carries at most "
+                    + "\(device.session.largestMTU) (give QEMU's virtio-net-pci host_mtu=\(device.session.largestMTU))"
+            )
         }
         let fd = device.endpoint.pollDescriptor
         guard fd >= 0 else { return }

@@ -35,6 +35,8 @@ public final class VhostUserSession {
 
     public static let protocolMultiQueue: UInt64 = 1 << 0
     public static let protocolReplyAck: UInt64 = 1 << 3
+    /// The front-end tells us the MTU it gives the guest (QEMU's `host_mtu`) and lets us refuse it.
+    public static let protocolNetMTU: UInt64 = 1 << 4
 
     /// What the back-end offers (docs/VHOST-USER.md, Decisions). CSUM: the guest may leave its
     /// checksums to us (completed as the frame enters, as for taps); it spares a guest's CPU
@@ -43,7 +45,7 @@ public final class VhostUserSession {
     public static let offeredFeatures: UInt64 =
         featureCSUM | featureVersion1 | featureAnyLayout | featureMergeableBuffers | featureIndirectDescriptors
         | featureEventIndex | featureProtocolFeatures | featureMultiQueue
-    public static let offeredProtocolFeatures: UInt64 = protocolMultiQueue | protocolReplyAck
+    public static let offeredProtocolFeatures: UInt64 = protocolMultiQueue | protocolReplyAck | protocolNetMTU
 
     /// Largest ring the split format allows (VIRTIO 1.1 §2.6: queue size ≤ 32768).
     public static let maximumRingSize: UInt32 = 32768
@@ -91,6 +93,12 @@ public final class VhostUserSession {
     public private(set) var memory: GuestMemory?
     public private(set) var rings: [Ring]
     public private(set) var mtu: UInt16?
+    /// The largest guest MTU the daemon carries (`Daemon.largestGuestMTU` or `-m`): a larger
+    /// NET_SET_MTU is refused (a non-zero REPLY_ACK; QEMU then does not start the NIC), since
+    /// the guest's full-size frames would be lost.
+    public var largestMTU: UInt16 = .max
+    /// The last MTU refused, for the log.
+    public private(set) var refusedMTU: UInt16?
     /// Stops a running ring in the data path and returns the next available index it had not
     /// taken; must not return before the data path let go of the ring (its fds, its memory).
     public var stoppedIndex: (Int) -> UInt16 = { _ in 0 }
@@ -285,8 +293,13 @@ public final class VhostUserSession {
         case VhostUserRequest.netSetMTU:
             let value = try message.u64()
             guard value >= 68 && value <= 65535 else { throw .protocolViolation("NET_SET_MTU \(value)") }
-            mtu = UInt16(value)
-            replyValue = 0
+            if value > UInt64(largestMTU) {
+                refusedMTU = UInt16(value)
+                replyValue = 1
+            } else {
+                mtu = UInt16(value)
+                replyValue = 0
+            }
         default:
             throw .unknownRequest(request)
         }
