@@ -168,10 +168,17 @@ func filteredNICArguments(ipv4: String?, ipv6: String? = nil) -> String {
     return arguments + " --sg \(openGroup)"
 }
 
-/// Two hosts, network namespaces `<prefix>ha` and `<prefix>hb` joined by a veth pair (of MTU
-/// `underlayMTU` when given), each running a daemon whose VTEP (198.51.100.1 and .2) is on its
-/// end, with the open group.
-func twoHostDaemons(_ namespaces: Namespaces, underlayMTU: Int? = nil) throws -> (Daemon, Daemon) {
+/// Two hosts, network namespaces `<prefix>ha` and `<prefix>hb` joined by a veth pair
+/// `<prefix>ua` ↔ `<prefix>ub` (of MTU `underlayMTU` when given), each running a daemon whose
+/// VTEP is on its end (`extraA` goes to host A's daemon only), with the open group.
+func twoHostDaemons(
+    _ namespaces: Namespaces,
+    underlayMTU: Int? = nil,
+    vtepA: String = "198.51.100.1/24",
+    vtepB: String = "198.51.100.2/24",
+    extra: [String] = [],
+    extraA: [String] = []
+) throws -> (Daemon, Daemon) {
     let hostA = try namespaces.add("ha")
     let hostB = try namespaces.add("hb")
     let ua = namespaces.prefix + "ua"
@@ -183,8 +190,8 @@ func twoHostDaemons(_ namespaces: Namespaces, underlayMTU: Int? = nil) throws ->
     }
     try sh("ip -n \(hostA) link set \(ua) up")
     try sh("ip -n \(hostB) link set \(ub) up")
-    let daemonA = try Daemon(extraArguments: ["-i", "198.51.100.1/24", "--underlay-if", ua], namespace: hostA)
-    let daemonB = try Daemon(extraArguments: ["-i", "198.51.100.2/24", "--underlay-if", ub], namespace: hostB)
+    let daemonA = try Daemon(extraArguments: ["-i", vtepA, "--underlay-if", ua] + extra + extraA, namespace: hostA)
+    let daemonB = try Daemon(extraArguments: ["-i", vtepB, "--underlay-if", ub] + extra, namespace: hostB)
     try createOpenGroup(on: daemonA)
     try createOpenGroup(on: daemonB)
     return (daemonA, daemonB)

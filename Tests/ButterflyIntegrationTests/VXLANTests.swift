@@ -42,7 +42,7 @@ struct VXLANTests {
         return name
     }
 
-    /// Two hosts joined by a veth pair `<prefix>ua` ↔ `<prefix>ub`.
+    /// Two hosts joined by a veth pair `<prefix>ua` ↔ `<prefix>ub` (`twoHostDaemons`).
     func twoHosts(
         vtepA: String,
         vtepB: String,
@@ -50,21 +50,15 @@ struct VXLANTests {
         extraA: [String] = [],
         underlayMTU: Int? = nil
     ) throws -> (Host, Host) {
-        let a = try namespaces.add("ha")
-        let b = try namespaces.add("hb")
-        let ua = namespaces.prefix + "ua"
-        let ub = namespaces.prefix + "ub"
-        try sh("ip link add \(ua) netns \(a) type veth peer name \(ub) netns \(b)")
-        if let underlayMTU {
-            try sh("ip -n \(a) link set \(ua) mtu \(underlayMTU)")
-            try sh("ip -n \(b) link set \(ub) mtu \(underlayMTU)")
-        }
-        try sh("ip -n \(a) link set \(ua) up")
-        try sh("ip -n \(b) link set \(ub) up")
-        return (
-            try host("ha", interface: ua, vtep: vtepA, extra: extra + extraA),
-            try host("hb", interface: ub, vtep: vtepB, extra: extra)
+        let (a, b) = try twoHostDaemons(
+            namespaces,
+            underlayMTU: underlayMTU,
+            vtepA: vtepA,
+            vtepB: vtepB,
+            extra: extra,
+            extraA: extraA
         )
+        return (Host(name: namespaces.prefix + "ha", daemon: a), Host(name: namespaces.prefix + "hb", daemon: b))
     }
 
     @Test func twoHostsOneVNIPingTCPUDPBothWays() throws {
