@@ -16,7 +16,7 @@ struct TapPortTests {
 
     @Test func theHostSideOfATapHasNoIPv6ButAMovedTapDoes() throws {
         let name = "btt6\(getpid() % 100_000)"
-        let namespace = "btnst6\(getpid())"
+        let namespace = "bttn6\(getpid())"
         let port = try TapPort(name: name, mac: MACAddress(value: 0x5254_00AA_0006), mtu: nil)
         let setting = "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6"
         let fd = open(setting, O_RDONLY)
@@ -34,7 +34,7 @@ struct TapPortTests {
 
     @Test(arguments: [false, true]) func framesGoBothWaysInEitherMode(offloads: Bool) throws {
         let tag = offloads ? "o" : "p"
-        let namespace = "btnst\(tag)\(getpid())"
+        let namespace = "bttn\(tag)\(getpid())"
         let name = "btt\(tag)\(getpid())"
         let mac = MACAddress(value: 0x5254_00AA_0001)
         try run("ip", "netns", "add", namespace)
