@@ -58,7 +58,6 @@ struct QemuGuestTests {
         let received = listener.waitFor("BF-TCP-RECEIVED", timeout: 180)
         let counters1 = try nicCounters(daemon, "vm1")
         let counters2 = try nicCounters(daemon, "vm2")
-        print("vm1 \(counters1)\nvm2 \(counters2)")
         #expect(received, "\(listener.output.suffix(1500))\nvm1 \(counters1)\nvm2 \(counters2)")
         #expect(listener.output.contains("BF-TCP-RECEIVED \(bytes)"), "\(listener.output)")
         #expect(sender.waitFor("BF-TCP-SENT", timeout: 30), "\(sender.output)")
