@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Network namespaces created by one test, named with a per-run prefix so parallel or leftover
@@ -7,11 +8,13 @@ import Testing
 final class Namespaces {
     let prefix: String
     private(set) var names: [String] = []
-    nonisolated(unsafe) private static var counter = 0
+    /// Suites run in parallel: the counter is atomic, or two of them could take the same
+    /// prefix and collide on a namespace name (CI saw `ip netns add` fail that way).
+    private static let counter = Atomic<Int>(0)
 
     init() {
-        Self.counter += 1
-        prefix = "bt\(getpid() % 100_000)\(Self.counter)"
+        let number = Self.counter.wrappingAdd(1, ordering: .relaxed).newValue
+        prefix = "bt\(getpid() % 100_000)\(number)"
     }
 
     deinit {
