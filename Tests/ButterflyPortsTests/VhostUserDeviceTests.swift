@@ -75,15 +75,21 @@ import Testing
         }
     }
 
-    @Test func aFrontEndBringsRingsUpStopsThemAndAHostileOneResetsOnlyItself() throws {
-        let directory = VhostUserEndpointTests.directory()
-        defer { VhostUserEndpointTests.remove(directory) }
+    /// A server-mode device of one queue pair in `directory`, with a recording data path.
+    static func serverDevice(in directory: String) throws -> (VhostUserDevice, RecordingDataPath) {
         let dataPath = RecordingDataPath()
         let device = VhostUserDevice(
             endpoint: try VhostUserEndpoint(path: directory + "/qemu-vhost-vm1", mode: .server),
             queuePairs: 1,
             dataPath: dataPath
         )
+        return (device, dataPath)
+    }
+
+    @Test func aFrontEndBringsRingsUpStopsThemAndAHostileOneResetsOnlyItself() throws {
+        let directory = VhostUserEndpointTests.directory()
+        defer { VhostUserEndpointTests.remove(directory) }
+        let (device, dataPath) = try Self.serverDevice(in: directory)
         let memory = Harness.memoryFile()
         defer { close(memory) }
 
@@ -142,12 +148,7 @@ import Testing
     @Test func aFrontEndThatShrinksItsMemoryIsDropped() throws {
         let directory = VhostUserEndpointTests.directory()
         defer { VhostUserEndpointTests.remove(directory) }
-        let dataPath = RecordingDataPath()
-        let device = VhostUserDevice(
-            endpoint: try VhostUserEndpoint(path: directory + "/qemu-vhost-vm1", mode: .server),
-            queuePairs: 1,
-            dataPath: dataPath
-        )
+        let (device, dataPath) = try Self.serverDevice(in: directory)
         let memory = Harness.memoryFile()
         defer { close(memory) }
         let frontEnd = cbutterfly_unix_connect(device.endpoint.path)
