@@ -169,34 +169,36 @@ public enum Daemon {
         Log.info("stopped")
     }
 
-    /// The largest guest MTU the data path carries: a frame must fit one packet buffer
-    /// (`PacketPool.maximumFrame`, Ethernet header included) and, with an underlay, so must the
-    /// VXLAN frame that carries it (the underlay port receives whole outer frames into one
-    /// buffer). Jumbo frames are not carried yet.
+    /// The largest guest MTU the daemon supports: 9,000, the jumbo size clouds offer.
+    public static let largestSupportedGuestMTU = 9000
+
+    /// The largest guest MTU the data path carries: 9,000 (`largestSupportedGuestMTU`), as
+    /// long as a frame fits the largest packet buffer (`PacketPool.maximumLargeFrame`,
+    /// Ethernet header included) and, with an underlay, so does the VXLAN frame that carries
+    /// it (the underlay port receives whole outer frames into one buffer). docs/JUMBO.md.
     static func largestGuestMTU(_ options: DaemonOptions) -> Int {
-        var largest = PacketPool.maximumFrame - 14
+        var largest = PacketPool.maximumLargeFrame - 14
         if let vtep = options.vtepAddress, options.underlayInterface != nil {
             largest -= vtep.isIPv4 ? VXLAN.ipv4Overhead : VXLAN.ipv6Overhead
         }
-        return largest
+        return min(largest, largestSupportedGuestMTU)
     }
 
     /// Never gives guests an MTU the daemon would drop frames of: an explicit `-m` above
-    /// `largestGuestMTU` is refused; one derived from a jumbo underlay is lowered to it (before,
-    /// an underlay of MTU 9000 gave taps MTU 8950 and bulk TCP stalled on dropped segments).
+    /// `largestGuestMTU` is refused; one derived from an underlay whose MTU allows more (a
+    /// loopback of 65,536) is lowered to it.
     static func guestMTU(fitting mtu: Int?, _ options: DaemonOptions) throws -> Int? {
         let largest = largestGuestMTU(options)
         guard let mtu, mtu > largest else { return mtu }
         if options.nicMTU != nil {
             throw StartupError(
-                description: "--nic-mtu \(mtu) is more than the \(largest) bytes a guest's IP packets may have here "
-                    + "(packet buffers hold \(PacketPool.maximumFrame)-byte frames, VXLAN headers included; jumbo "
-                    + "frames are not carried yet)"
+                description: "--nic-mtu \(mtu) is more than the \(largest) bytes a guest's IP packets may have "
+                    + "(jumbo frames up to an MTU of \(largestSupportedGuestMTU) are carried)"
             )
         }
         Log.warning(
-            "the underlay allows guests an MTU of \(mtu), but frames longer than \(PacketPool.maximumFrame) bytes "
-                + "(VXLAN headers included) are not carried yet: guest NICs get MTU \(largest)"
+            "the underlay allows guests an MTU of \(mtu), more than the \(largest) the daemon carries: "
+                + "guest NICs get MTU \(largest)"
         )
         return largest
     }

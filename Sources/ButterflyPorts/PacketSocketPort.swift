@@ -31,7 +31,7 @@ import CButterflyLinux
 /// per MiB than V3 did, and USO super-frames are capped to fit the receiver's frame.
 ///
 /// Receive drops (counted in `portDrops.receiveDropped`): frames longer than
-/// `PacketPool.maximumFrame` (super-frames excepted) or truncated by the ring, refused
+/// `PacketPool.maximumLargeFrame` (super-frames excepted) or truncated by the ring, refused
 /// super-frames, and frames arriving while the pool is empty. Frames the host sends on the
 /// interface are not received (PACKET_IGNORE_OUTGOING, and PACKET_OUTGOING is skipped as well).
 /// Frames the kernel could not place because every frame was still ours are counted by the
@@ -59,7 +59,8 @@ public final class PacketSocketPort: PacketPort {
         /// Receive frames: how many frames may wait while the worker is away.
         public var receiveFrameCount = 1024
         /// Bytes of one transmit slot (header included): a multiple of 16 that holds the
-        /// 32-byte TPACKET_V2 header, the 10-byte virtio-net header and the largest frame sent.
+        /// 32-byte TPACKET_V2 header, the 10-byte virtio-net header and the largest frame sent
+        /// (grown to a power of two that does when the interface has a jumbo MTU).
         public var transmitSlotSize = 2048
         public var transmitSlotCount = 1024
         /// Receives frames for every destination MAC (the daemon owns the interface).
@@ -150,7 +151,7 @@ public final class PacketSocketPort: PacketPort {
             PortError(subject: subject, operation: operation, errno: code, hint: hint ?? Self.hint(for: code))
         }
         let receiveFrameSize = configuration.receiveFrameSize
-        let transmitSlotSize = configuration.transmitSlotSize
+        var transmitSlotSize = configuration.transmitSlotSize
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         precondition(
             receiveFrameSize > 0 && receiveFrameSize % pageSize == 0 && configuration.receiveFrameCount > 0,
@@ -224,6 +225,10 @@ public final class PacketSocketPort: PacketPort {
         code = Syscall.setOption(fd, SOL_PACKET, PACKET_RX_RING, receiveRequest)
         guard code == 0 else { throw abandon("setsockopt(PACKET_RX_RING)", code) }
 
+        // A jumbo underlay: each slot must hold a whole frame of the interface's MTU, so the
+        // slots grow (to a power of two, which still tiles pages) rather than the frames drop.
+        let largestSent = Int(interfaceMTU) + 14 + Int(CBUTTERFLY_TPACKET2_HEADER_LENGTH) + VirtioNetHeader.size + 16
+        while transmitSlotSize < largestSent && transmitSlotSize < 1 << 17 { transmitSlotSize <<= 1 }
         let slotsPerBlock = max(1, pageSize / transmitSlotSize)
         let transmitSlotCount = (configuration.transmitSlotCount + slotsPerBlock - 1) / slotsPerBlock * slotsPerBlock
         var transmitRequest = tpacket_req()
@@ -397,16 +402,21 @@ public final class PacketSocketPort: PacketPort {
                         frame: frame + dataOffset,
                         length: length,
                         header: offload,
-                        maximumSegmentFrame: PacketPool.maximumFrame
+                        maximumSegmentFrame: PacketPool.maximumLargeFrame
                     )
                     // Not enough batch room or free buffers: leave the frame in the ring for the
                     // next call (buffers return as soon as this pass flushes). Only a batch too
                     // small for one super-frame cuts what fits and counts the rest.
                     let needed = segmenter.segmentCount
-                    if needed > pool.available || (needed > room &- appended && appended > 0) { break frames }
+                    let segmentFrame = segmenter.largestSegmentFrame
+                    if needed > pool.available(forFrameLength: segmentFrame)
+                        || (needed > room &- appended && appended > 0)
+                    {
+                        break frames
+                    }
                     var produced = 0
                     while !segmenter.isFinished {
-                        guard appended < room, var packet = pool.allocate() else {
+                        guard appended < room, var packet = pool.allocate(frameLength: segmentFrame) else {
                             dropped &+= UInt64(segmenter.segmentCount &- produced)
                             break
                         }
@@ -420,11 +430,11 @@ public final class PacketSocketPort: PacketPort {
                     offloadErrors &+= 1
                     dropped &+= 1
                 }
-            } else if length > PacketPool.maximumFrame {
+            } else if length > PacketPool.maximumLargeFrame {
                 dropped &+= 1
-            } else if var packet = pool.allocate() {
+            } else if var packet = pool.allocate(frameLength: length) {
                 // Safe: the frame lies in its slot (checked above) and the buffer holds
-                // `maximumFrame` bytes after the headroom.
+                // `length` bytes after the headroom (a jumbo frame gets a large buffer).
                 pool.data(packet).copyMemory(from: frame + dataOffset, byteCount: length)
                 // A local sender behind a veth may leave its checksum to "the NIC": complete it.
                 if offload.flags & VirtioNetHeader.needsChecksum != 0,

@@ -17,7 +17,8 @@ import CButterflyLinux
 /// engine only ever sees frames that fit a packet buffer:
 ///
 /// - receive: a super-frame is cut into segments (`TCPSegmenter`), a partial checksum is
-///   completed; one `readv` per super-frame instead of one `read` per segment;
+///   completed; one `readv` per super-frame instead of one `read` per segment; a jumbo frame
+///   (or segment) gets a large pool buffer (PacketPool's size classes);
 /// - transmit: consecutive in-order segments of one TCP flow are merged back
 ///   (`TCPCoalescer`) and written with one `writev`, so the receiving guest's stack also
 ///   handles one large frame.
@@ -173,7 +174,7 @@ public final class TapPort: PacketPort {
                         frame: scratch,
                         length: length,
                         header: offload,
-                        maximumSegmentFrame: PacketPool.maximumFrame
+                        maximumSegmentFrame: PacketPool.maximumLargeFrame
                     )
                 } catch {
                     refuse()
@@ -182,10 +183,26 @@ public final class TapPort: PacketPort {
                 received &+= segment(into: batch, pool: pool)
                 continue
             }
-            guard length >= 14, length <= PacketPool.maximumFrame else {
+            guard length >= 14, length <= PacketPool.maximumLargeFrame else {
                 pool.release(packet)
-                refuse()  // a runt, or more than a buffer holds without segmentation
+                refuse()  // a runt, or more than any buffer holds without segmentation
                 continue
+            }
+            if length > PacketPool.maximumFrame {
+                // A jumbo frame: its head landed in the small buffer, its tail in the scratch
+                // area; both move to a large buffer (one copy, jumbo frames only).
+                guard let large = pool.allocate(frameLength: length) else {
+                    pool.release(packet)
+                    portDrops.receiveDropped &+= 1  // no large buffer free: lost, like a full ring
+                    continue
+                }
+                pool.data(large).copyMemory(from: pool.data(packet), byteCount: PacketPool.maximumFrame)
+                (pool.data(large) + PacketPool.maximumFrame).copyMemory(
+                    from: scratch + PacketPool.maximumFrame,
+                    byteCount: length &- PacketPool.maximumFrame
+                )
+                pool.release(packet)
+                packet = large
             }
             if offload.flags & VirtioNetHeader.needsChecksum != 0,
                 offload.completeChecksum(pool.data(packet), length: length) != nil
@@ -206,7 +223,8 @@ public final class TapPort: PacketPort {
     private func segment(into batch: PacketBatch, pool: PacketPool) -> Int {
         guard var segmenter = pendingSegments else { return 0 }
         var made = 0
-        while !segmenter.isFinished, !batch.isFull, var packet = pool.allocate() {
+        let segmentFrame = segmenter.largestSegmentFrame
+        while !segmenter.isFinished, !batch.isFull, var packet = pool.allocate(frameLength: segmentFrame) {
             packet.length = UInt16(segmenter.writeNext(to: pool.data(packet)))
             batch.append(packet)
             made &+= 1
@@ -220,17 +238,37 @@ public final class TapPort: PacketPort {
         portDrops.receiveDropped &+= 1
     }
 
-    /// Without `IFF_VNET_HDR`: one frame per `read`, straight into a pool buffer.
+    /// Without `IFF_VNET_HDR`: one frame per `readv`, straight into a pool buffer (a jumbo
+    /// frame's tail into the scratch area, then both into a large buffer).
     private func receivePlain(into batch: PacketBatch, pool: PacketPool) -> Int {
         var received = 0
         while !batch.isFull {
             guard var packet = pool.allocate() else { break }
             // Safe: the buffer has `maximumFrame` bytes after the headroom.
-            let count = read(fileDescriptor, pool.data(packet), PacketPool.maximumFrame)
+            vectors[0] = iovec(iov_base: pool.data(packet), iov_len: PacketPool.maximumFrame)
+            vectors[1] = iovec(
+                iov_base: scratch + PacketPool.maximumFrame,
+                iov_len: PacketPool.maximumLargeFrame &- PacketPool.maximumFrame &+ 1
+            )
+            let count = readv(fileDescriptor, vectors, 2)
             if count <= 0 {
                 pool.release(packet)
                 if count < 0 && errno == EINTR { continue }
                 break
+            }
+            if count > PacketPool.maximumFrame {
+                guard count <= PacketPool.maximumLargeFrame, let large = pool.allocate(frameLength: count) else {
+                    pool.release(packet)
+                    portDrops.receiveDropped &+= 1
+                    continue
+                }
+                pool.data(large).copyMemory(from: pool.data(packet), byteCount: PacketPool.maximumFrame)
+                (pool.data(large) + PacketPool.maximumFrame).copyMemory(
+                    from: scratch + PacketPool.maximumFrame,
+                    byteCount: count &- PacketPool.maximumFrame
+                )
+                pool.release(packet)
+                packet = large
             }
             packet.length = UInt16(count)
             batch.append(packet)

@@ -180,8 +180,8 @@ struct DaemonTests {
             (["--frobnicate"], "unknown option '--frobnicate'"),
             (["-k", "/nonexistent/key", "-e", endpoint, "-s", directory.path], "cannot read encryption key file"),
             (["-e", "tcp://256.0.0.1:1", "-s", directory.path], "cannot bind tcp://256.0.0.1:1"),
-            // Guests may not get an MTU whose frames the daemon would drop (no jumbo frames yet).
-            (["-m", "9000", "-e", endpoint, "-s", directory.path], "--nic-mtu 9000 is more than the 1842 bytes"),
+            // Guests may not get an MTU whose frames the daemon would drop (jumbo up to 9,000).
+            (["-m", "9001", "-e", endpoint, "-s", directory.path], "--nic-mtu 9001 is more than the 9000 bytes"),
         ]
         for (arguments, message) in cases {
             let result = try start(arguments)

@@ -292,18 +292,19 @@ struct PacketSocketPortTests {
     }
 
     @Test func oversizeReceivedFramesAndEmptyPoolAreCountedDrops() throws {
-        let lab = try VethLab(tag: "o", mtu: 9000)
+        let lab = try VethLab(tag: "o", mtu: 12000)
         defer { lab.remove() }
         let port = try PacketSocketPort(interface: lab.outside)
-        #expect(port.mtu == 9000)
-        // Bounded by the 2048-byte slot, less its 32-byte header and the virtio-net header.
-        #expect(port.maximumTransmitFrame == (port.virtioHeaders ? 2006 : 2016))
-        let pool = PacketPool(capacity: 8)
+        #expect(port.mtu == 12000)
+        // The transmit slots grew (from 2 KiB) to hold a whole frame of the MTU.
+        #expect(port.maximumTransmitFrame == 12014)
+        let pool = PacketPool(capacity: 8, largeCapacity: 2)
 
-        lab.ping(count: 2, size: 3000)  // 3042-byte frames: more than PacketPool.maximumFrame
+        lab.ping(count: 2, size: 11000)  // 11,042-byte frames: more than any packet buffer
+        lab.ping(count: 1, size: 8972)  // a 9,014-byte jumbo frame: a large buffer holds it
         lab.ping(count: 2)
-        let small = collect(from: port, pool: pool, batchCapacity: 8, expecting: 2) { isEchoRequest($0) }
-        #expect(small.count == 2)
+        let small = collect(from: port, pool: pool, batchCapacity: 8, expecting: 3) { isEchoRequest($0) }
+        #expect(small.map(\.count).sorted() == [98, 98, 9014])
         #expect(port.portDrops.receiveDropped == 2)
 
         // With every buffer taken, frames are dropped and counted, and the ring moves on.

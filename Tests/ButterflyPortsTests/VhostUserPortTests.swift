@@ -186,4 +186,183 @@ import Testing
         )
         batch.releaseAll(to: pool)
     }
+
+    // MARK: Frames larger than a small buffer (docs/JUMBO.md)
+
+    /// A session that negotiated `features` (VERSION_1 included: 12-byte headers).
+    static func session(_ features: UInt64) throws -> VhostUserSessionTests.Harness {
+        let harness = VhostUserSessionTests.Harness(queuePairs: 1)
+        try harness.send(VhostUserRequest.setFeatures, harness.u64(features | VhostUserSession.featureVersion1))
+        return harness
+    }
+
+    /// An Ethernet/IPv4/TCP frame (ACK, DF) carrying `payload` at `sequence`; its TCP checksum
+    /// complete, or only the pseudo-header sum when `partial` (a guest's TSO super-frame).
+    static func tcpFrame(sequence: UInt32, payload: [UInt8], partial: Bool = false) -> [UInt8] {
+        var frame = [UInt8](repeating: 0, count: 14 + 20 + 20 + payload.count)
+        frame.withUnsafeMutableBytes { bytes in
+            let out = bytes.baseAddress!
+            Ethernet.write(out, destination: 0x5254_0000_0002, source: 0x5254_0000_0001, etherType: EtherType.ipv4)
+            _ = IPv4.write(
+                out + 14,
+                totalLength: 40 + payload.count,
+                protocol: 6,
+                source: 0xCB00_7101,
+                destination: 0xCB00_7102
+            )
+            out.storeBigEndian16(40000, at: 34)
+            out.storeBigEndian16(5201, at: 36)
+            out.storeBigEndian32(sequence, at: 38)
+            out.storeBigEndian32(77, at: 42)
+            out.storeByte(0x50, at: 46)  // data offset 5
+            out.storeByte(0x10, at: 47)  // ACK
+            out.storeBigEndian16(64000, at: 48)
+            for (index, byte) in payload.enumerated() { out.storeByte(byte, at: 54 + index) }
+            let layout = TCPFrame(out, length: bytes.count)!
+            if partial {
+                let pseudo = layout.pseudoHeaderSum(out, tcpLength: 20 + payload.count)
+                out.storeBigEndian16(InternetChecksum.fold(pseudo), at: 50)
+            } else {
+                layout.setTCPChecksum(out, length: bytes.count)
+            }
+        }
+        return frame
+    }
+
+    static func pattern(_ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 8) } }
+
+    /// A 9,014-byte frame (guest MTU 9,000) in a chain of three buffers arrives whole in a
+    /// large pool buffer; before, anything over a 2 KiB buffer was dropped.
+    @Test func aJumboFrameFromTheGuestArrivesWhole() throws {
+        let port = try Self.port()
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: VhostUserSession(queuePairs: 1))
+        let pool = PacketPool(capacity: 16, largeCapacity: 2)
+        let batch = PacketBatch()
+        let jumbo = Self.frame(1) + Self.pattern(9014 - 64)
+        // Header alone, then the frame in two pieces.
+        transmitq.fill(0x20000, Array(repeating: 0, count: 10))
+        transmitq.fill(0x30000, jumbo)
+        transmitq.descriptor(0, at: 0x20000, length: 10, flags: Virtqueue.flagNext, next: 1)
+        transmitq.descriptor(1, at: 0x30000, length: 4000, flags: Virtqueue.flagNext, next: 2)
+        transmitq.descriptor(2, at: 0x30000 + 4000, length: UInt32(jumbo.count - 4000))
+        transmitq.makeAvailable(0)
+        Self.offer(transmitq, slot: 3, payload: Self.frame(2))
+        #expect(port.receive(into: batch, pool: pool) == 2)
+        #expect(batch.count == 2 && pool.isLarge(batch[0]) && !pool.isLarge(batch[1]))
+        #expect(Array(UnsafeRawBufferPointer(start: pool.data(batch[0]), count: Int(batch[0].length))) == jumbo)
+        #expect(port.guestErrors == 0 && transmitq.usedIndex == 2)
+        batch.releaseAll(to: pool)
+        #expect(pool.available == 16 && pool.largeAvailable == 2)
+    }
+
+    /// HOST_TSO4: a guest hands over a 20,000-byte TCP super-frame with its checksum left
+    /// partial; it enters the engine as segments of the guest's segment size, each with its
+    /// own length, sequence number and complete checksums, across two batches. Without the
+    /// feature the same frame is refused.
+    @Test(arguments: [true, false]) func aTSOSuperFrameFromTheGuestIsCutIntoSegments(negotiated: Bool) throws {
+        let port = try Self.port()
+        let harness = try Self.session(negotiated ? VhostUserSession.featureHostTSO4 | VhostUserSession.featureCSUM : 0)
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: harness.session)
+        let pool = PacketPool(capacity: 64)
+        let batch = PacketBatch()
+        let payload = Self.pattern(20_000)
+        let superFrame = Self.tcpFrame(sequence: 5000, payload: payload, partial: true)
+        // NEEDS_CSUM, TCPV4, hdr_len 54, gso_size 1448, csum_start 34, csum_offset 16, num_buffers 0.
+        let header: [UInt8] = [1, 1, 54, 0, 0xA8, 0x05, 34, 0, 16, 0, 0, 0]
+        transmitq.fill(0x20000, header + superFrame)
+        transmitq.descriptor(0, at: 0x20000, length: UInt32(12 + superFrame.count))
+        transmitq.makeAvailable(0)
+        var segments: [[UInt8]] = []
+        for _ in 0..<3 {
+            _ = port.receive(into: batch, pool: pool)
+            for index in 0..<batch.count {
+                segments.append(
+                    Array(UnsafeRawBufferPointer(start: pool.data(batch[index]), count: Int(batch[index].length)))
+                )
+            }
+            batch.releaseAll(to: pool)
+        }
+        #expect(transmitq.usedIndex == 1)
+        #expect(pool.available == 64)
+        guard negotiated else {
+            #expect(segments.isEmpty)
+            #expect(port.portDrops.receiveDropped == 1)
+            return
+        }
+        #expect(segments.count == 14, "20,000 bytes in 1,448-byte segments")
+        var received: [UInt8] = []
+        for (index, segment) in segments.enumerated() {
+            #expect(segment.count == 54 + min(1448, 20_000 - 1448 * index))
+            #expect(
+                segment.withUnsafeBytes {
+                    TCPFrame($0.baseAddress!, length: segment.count)!.tcpChecksumIsValid(
+                        $0.baseAddress!,
+                        length: segment.count
+                    )
+                }
+            )
+            let sequence = segment.withUnsafeBytes { $0.baseAddress!.loadBigEndian32(at: 38) }
+            #expect(sequence == 5000 + UInt32(1448 * index))
+            received += segment[54...]
+        }
+        #expect(received == payload)
+    }
+
+    /// GUEST_TSO4: a run of in-order segments of one flow reaches the guest as one super-frame
+    /// (partial checksum, the segment size in the header) spread over its mergeable buffers;
+    /// without the feature, each segment is its own frame.
+    @Test(arguments: [true, false]) func segmentsOfOneFlowReachTheGuestAsOneSuperFrame(negotiated: Bool) throws {
+        let port = try Self.port()
+        let offload = VhostUserSession.featureGuestCSUM | VhostUserSession.featureGuestTSO4
+        let harness = try Self.session(VhostUserSession.featureMergeableBuffers | (negotiated ? offload : 0))
+        let receiveq = try Guest()
+        port.start(ring: 0, queue: receiveq.queue(), kick: -1, call: -1, session: harness.session)
+        let pool = PacketPool(capacity: 64)
+        let batch = PacketBatch()
+        // Eight 4 KiB buffers: room for the whole run merged (4 × 1,448 + headers), or for the
+        // segments one per buffer.
+        for slot in 0..<8 {
+            receiveq.descriptor(slot, at: 0x40000 + 0x1000 * slot, length: 4096, flags: Virtqueue.flagWrite)
+            receiveq.makeAvailable(UInt16(slot))
+        }
+        let payload = Self.pattern(4 * 1448)
+        for index in 0..<4 {
+            let segment = Self.tcpFrame(
+                sequence: 9000 + UInt32(1448 * index),
+                payload: Array(payload[(1448 * index)..<(1448 * (index + 1))])
+            )
+            var packet = pool.allocate()!
+            segment.withUnsafeBytes { pool.data(packet).copyMemory(from: $0.baseAddress!, byteCount: segment.count) }
+            packet.length = UInt16(segment.count)
+            batch.append(packet)
+        }
+        #expect(port.transmit(batch, pool: pool) == 4)
+        #expect(pool.available == 64)
+        guard negotiated else {
+            #expect(receiveq.usedIndex == 4)
+            #expect(receiveq.usedEntry(0).length == UInt32(12 + 54 + 1448))
+            return
+        }
+        // One frame: header (num_buffers = buffers used) and 54 + 5,792 bytes over two buffers.
+        let buffers = Int(receiveq.usedIndex)
+        #expect(buffers == 2)
+        let header = receiveq.bytes(0x40000, 12)
+        #expect(header[0] == 1 && header[1] == 1, "NEEDS_CSUM, TCPV4: \(header)")
+        #expect(Int(header[4]) | Int(header[5]) << 8 == 1448, "gso_size")
+        #expect(Int(header[6]) == 34 && Int(header[8]) == 16, "checksum start and offset")
+        #expect(Int(header[10]) | Int(header[11]) << 8 == buffers, "num_buffers")
+        var merged: [UInt8] = []
+        for entry in 0..<buffers {
+            let used = receiveq.usedEntry(entry)
+            let start = 0x40000 + 0x1000 * Int(used.id)
+            merged +=
+                entry == 0 ? receiveq.bytes(start + 12, Int(used.length) - 12) : receiveq.bytes(start, Int(used.length))
+        }
+        #expect(merged.count == 54 + payload.count)
+        #expect(Array(merged[54...]) == payload)
+        // The IPv4 total length covers the merged datagram.
+        #expect(Int(merged[16]) << 8 | Int(merged[17]) == 40 + payload.count)
+    }
 }

@@ -26,6 +26,9 @@ public final class Worker: @unchecked Sendable {
 
     public struct Settings: Sendable {
         public var poolCapacity = 16_384
+        /// Large (10 KiB) buffers for jumbo frames: 20 MiB of address space, touched only
+        /// when jumbo frames flow (PacketPool).
+        public var largePoolCapacity = 2048
         public var macAgeSeconds: UInt32 = 300
         /// Empty passes over all ports before sleeping in epoll (each pass is one receive call
         /// per port, so this stays small: waking costs that many calls per port).
@@ -118,7 +121,7 @@ public final class Worker: @unchecked Sendable {
 
     public init(settings: Settings = Settings(), host: HostConfig) {
         self.settings = settings
-        pool = PacketPool(capacity: settings.poolCapacity)
+        pool = PacketPool(capacity: settings.poolCapacity, largeCapacity: settings.largePoolCapacity)
         firewall = Firewall(connectionCapacity: settings.connectionCapacity)
         switches = VNISwitches(capacity: settings.maximumNICs)
         // Reserved, not touched: a page costs memory only once a slot on it is used. SlotPath

@@ -33,6 +33,11 @@ public struct SuperFrameCursor {
         max(1, (length &- headerLength &+ segmentSize &- 1) / segmentSize)
     }
 
+    /// The longest frame a segment can be (all but the last have this length): what the
+    /// caller allocates each segment's buffer for.
+    @inlinable
+    public var largestSegmentFrame: Int { headerLength &+ segmentSize }
+
     /// One written segment: its length, its payload's offset within the super-frame's
     /// payload, and whether it is the first or the last.
     public struct Segment {

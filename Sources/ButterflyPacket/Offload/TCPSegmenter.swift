@@ -59,6 +59,10 @@ public struct TCPSegmenter {
     @inlinable
     public var segmentCount: Int { cursor.segmentCount }
 
+    /// The longest segment frame: the buffer size each segment needs.
+    @inlinable
+    public var largestSegmentFrame: Int { cursor.largestSegmentFrame }
+
     /// Writes the next segment at `destination` (room for `layout.headerLength + segmentSize`
     /// bytes) and returns its length.
     @inlinable

@@ -113,6 +113,10 @@ public struct UDPSegmenter {
     @inlinable
     public var segmentCount: Int { cursor.segmentCount }
 
+    /// The longest datagram frame: the buffer size each needs.
+    @inlinable
+    public var largestSegmentFrame: Int { cursor.largestSegmentFrame }
+
     /// Writes the next datagram at `destination` and returns its length.
     @inlinable
     public mutating func writeNext(to destination: UnsafeMutableRawPointer) -> Int {

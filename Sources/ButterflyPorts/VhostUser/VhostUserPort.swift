@@ -24,6 +24,12 @@ import CButterflyLinux
 /// One copy each way, between guest memory and a packet buffer. Every guest address is checked
 /// by `Virtqueue` against the memory table; a chain that breaks the rules is returned to the
 /// guest empty and counted (`descriptorErrors`), and the queue goes on.
+///
+/// Frames longer than a small buffer (docs/JUMBO.md): a chain that does not fit one is measured
+/// and read again, a jumbo frame into a large pool buffer, a TCP super-frame (HOST_TSO) into
+/// the port's scratch area, from which `TCPSegmenter` cuts it. Towards the guest, with
+/// GUEST_TSO, runs of in-order segments of one TCP flow leave as one super-frame
+/// (`TCPCoalescer`), gathered from their buffers straight into the guest's.
 public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Sendable {
     // Safe: every property below is touched only on the worker thread (the packet path, and
     // the closures `runOnWorker` runs there).
@@ -52,8 +58,24 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
     /// else the legacy 10.
     private var headerSize = 12
     private var mergeable = false
+    /// The guest takes TCP super-frames (GUEST_CSUM and GUEST_TSO4/6).
+    private var guestTSO4 = false
+    private var guestTSO6 = false
+    /// The guest may hand us TCP super-frames (HOST_TSO4/6).
+    private var hostTSO = false
     private let header: UnsafeMutableRawPointer
+    /// The header of a merged super-frame towards the guest.
+    private let superFrameHeader: UnsafeMutableRawPointer
     private let receiveHeader: UnsafeMutableRawPointer
+    /// A guest super-frame, whole, while it is cut (allocated with the port, touched only by
+    /// super-frames).
+    private let scratch: UnsafeMutableRawPointer
+    /// A super-frame whose segments did not all fit in the last batch.
+    private var pendingSegments: TCPSegmenter?
+    /// The pieces of a merged super-frame towards the guest.
+    private let pieces: UnsafeMutablePointer<iovec>
+    /// Largest super-frame a guest may hand over (64 KiB of IP datagram plus link headers).
+    static let largestFrame = 65_535 + 18
     /// Where the next `receive` starts among `transmitRings`.
     private var firstTransmitRing = 0
     /// False while the worker polls us after a wake-up (the guest was asked not to kick).
@@ -75,14 +97,22 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
         // num_buffers: one chain per frame without MRG_RXBUF (VIRTIO 1.1 §5.1.6.3.1);
         // `Virtqueue.enqueue` writes the real count into guest memory with it.
         header.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 10, as: UInt16.self)
+        superFrameHeader = .allocate(byteCount: 16, alignment: 8)
+        superFrameHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        superFrameHeader.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 10, as: UInt16.self)
         receiveHeader = .allocate(byteCount: 16, alignment: 8)
+        scratch = .allocate(byteCount: Self.largestFrame, alignment: 64)
+        pieces = .allocate(capacity: TCPCoalescer.maximumSegments + 1)
         readyEvents = Array(repeating: epoll_event(), count: 2 * queuePairs)
     }
 
     deinit {
         close(fileDescriptor)
         header.deallocate()
+        superFrameHeader.deallocate()
         receiveHeader.deallocate()
+        scratch.deallocate()
+        pieces.deallocate()
     }
 
     // MARK: Control side (VhostUserDataPath, from the control thread)
@@ -92,11 +122,19 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
             session.negotiated(VhostUserSession.featureVersion1)
                 || session.negotiated(VhostUserSession.featureMergeableBuffers) ? 12 : 10
         let mergeable = session.negotiated(VhostUserSession.featureMergeableBuffers)
+        let guestCSUM = session.negotiated(VhostUserSession.featureGuestCSUM)
+        let guestTSO4 = guestCSUM && session.negotiated(VhostUserSession.featureGuestTSO4)
+        let guestTSO6 = guestCSUM && session.negotiated(VhostUserSession.featureGuestTSO6)
+        let hostTSO =
+            session.negotiated(VhostUserSession.featureHostTSO4) || session.negotiated(VhostUserSession.featureHostTSO6)
         _ = runOnWorker { [self] in
             guard ring < queues.count else { return 0 }
             if queues[ring] != nil { _ = stopOnWorker(ring) }
             self.headerSize = headerSize
             self.mergeable = mergeable
+            self.guestTSO4 = guestTSO4
+            self.guestTSO6 = guestTSO6
+            self.hostTSO = hostTSO
             queues[ring] = queue
             kicks[ring] = kick
             calls[ring] = call
@@ -190,16 +228,20 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
 
     public func receive(into batch: PacketBatch, pool: PacketPool) -> Int {
         var received = 0
+        if pendingSegments != nil {
+            received = segment(into: batch, pool: pool)
+            if pendingSegments != nil { return received }
+        }
         // Each call starts at the next transmitq, so a busy first queue cannot fill every batch.
         let rings = transmitRings.count
-        guard rings > 0 else { return 0 }
+        guard rings > 0 else { return received }
         firstTransmitRing = firstTransmitRing &+ 1 < rings ? firstTransmitRing &+ 1 : 0
         for step in 0..<rings {
             let position = firstTransmitRing &+ step
             let ring = transmitRings[position < rings ? position : position &- rings]
             guard var queue = queues[ring] else { continue }
             queues[ring] = nil  // no second reference while we mutate the copy
-            while !batch.isFull {
+            while !batch.isFull, pendingSegments == nil {
                 guard let pending = queue.pending() else {
                     // A guest claiming more entries than the ring holds: nothing sane to take.
                     descriptorErrors &+= 1
@@ -207,29 +249,83 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                 }
                 guard pending > 0 else { break }
                 guard var packet = pool.allocate() else { break }  // the frames wait in the ring
-                let length: Int?
+                let head = queue.takeHead()
+                var length = 0
+                var holding = true  // `packet` is ours to release
+                var whole = false  // the frame is in `scratch`, not in `packet`
                 do throws(Virtqueue.ChainError) {
-                    length = try queue.dequeue(
-                        header: receiveHeader,
-                        headerSize: headerSize,
-                        frame: pool.data(packet),
-                        capacity: PacketPool.maximumFrame
-                    )
+                    do throws(Virtqueue.ChainError) {
+                        length = try queue.read(
+                            head,
+                            header: receiveHeader,
+                            headerSize: headerSize,
+                            frame: pool.data(packet),
+                            capacity: PacketPool.maximumFrame
+                        )
+                    } catch .tooLong {
+                        // Longer than a small buffer: a jumbo frame goes to a large one, a
+                        // super-frame to the scratch area.
+                        pool.release(packet)
+                        holding = false
+                        let frameBytes = try queue.chainBytes(head) &- headerSize
+                        if frameBytes <= PacketPool.maximumLargeFrame,
+                            let large = pool.allocate(frameLength: frameBytes)
+                        {
+                            packet = large
+                            holding = true
+                            length = try queue.read(
+                                head,
+                                header: receiveHeader,
+                                headerSize: headerSize,
+                                frame: pool.data(packet),
+                                capacity: PacketPool.maximumLargeFrame
+                            )
+                        } else {
+                            whole = true
+                            length = try queue.read(
+                                head,
+                                header: receiveHeader,
+                                headerSize: headerSize,
+                                frame: scratch,
+                                capacity: Self.largestFrame
+                            )
+                        }
+                    }
                 } catch {
-                    pool.release(packet)
+                    queue.addUsed(head, length: 0)
+                    if holding { pool.release(packet) }
                     descriptorErrors &+= 1
                     portDrops.receiveDropped &+= 1
                     continue
                 }
-                guard let length else {
-                    pool.release(packet)
-                    break
-                }
+                queue.addUsed(head, length: 0)
                 let offload = VirtioNetHeader(loadingFrom: receiveHeader)
-                // Segmentation was not offered: a super-frame broke the negotiation. A checksum
-                // left to us (CSUM) is completed here, so the rest of the engine sees whole
-                // frames; one whose offsets do not fit the frame is refused. A runt carries no
-                // Ethernet header.
+                if whole {
+                    // A super-frame (HOST_TSO): cut into segments, as a tap's. One that was
+                    // not negotiated, or that is not a valid TCP super-frame, is refused; so
+                    // is a frame too long for any buffer that claims no segmentation.
+                    guard hostTSO, offload.gsoType != VirtioNetHeader.gsoNone else {
+                        portDrops.receiveDropped &+= 1
+                        continue
+                    }
+                    do throws(OffloadError) {
+                        pendingSegments = try TCPSegmenter(
+                            frame: scratch,
+                            length: length,
+                            header: offload,
+                            maximumSegmentFrame: PacketPool.maximumLargeFrame
+                        )
+                    } catch {
+                        portDrops.receiveDropped &+= 1
+                        continue
+                    }
+                    received &+= segment(into: batch, pool: pool)
+                    continue
+                }
+                // A checksum left to us (CSUM) is completed here, so the rest of the engine
+                // sees whole frames; one whose offsets do not fit the frame is refused. A
+                // super-frame small enough for a buffer is refused too (guests cut their own
+                // below the MTU); a runt carries no Ethernet header.
                 guard length >= 14, offload.gsoType == VirtioNetHeader.gsoNone,
                     offload.flags & VirtioNetHeader.needsChecksum == 0
                         || offload.completeChecksum(pool.data(packet), length: length) == nil
@@ -244,9 +340,24 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
             }
             if queue.publishUsed() { signal(calls[ring]) }
             queues[ring] = queue
-            if batch.isFull { break }
+            if batch.isFull || pendingSegments != nil { break }
         }
         return received
+    }
+
+    /// Moves segments of the pending super-frame into `batch` until it is done or the batch
+    /// or pool runs out; returns how many.
+    private func segment(into batch: PacketBatch, pool: PacketPool) -> Int {
+        guard var segmenter = pendingSegments else { return 0 }
+        var made = 0
+        let segmentFrame = segmenter.largestSegmentFrame
+        while !segmenter.isFinished, !batch.isFull, var packet = pool.allocate(frameLength: segmentFrame) {
+            packet.length = UInt16(segmenter.writeNext(to: pool.data(packet)))
+            batch.append(packet)
+            made &+= 1
+        }
+        pendingSegments = segmenter.isFinished ? nil : segmenter
+        return made
     }
 
     public func transmit(_ batch: PacketBatch, pool: PacketPool) -> Int {
@@ -261,7 +372,9 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
         let spread = receiveRings.count > 1
         var current = -1
         var queue: Virtqueue?
-        for index in 0..<count {
+        let coalesce = guestTSO4 || guestTSO6
+        var index = 0
+        while index < count {
             let packet = batch[index]
             let data = pool.data(packet)
             let ring =
@@ -274,22 +387,61 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                 queue = queues[ring]
                 queues[ring] = nil
             }
+            // A run of in-order segments of one TCP flow (one flow: one ring) goes as one
+            // super-frame when the guest takes them.
+            var frames = 1
+            var merged: TCPCoalescer?
+            if coalesce, index &+ 1 < count, var run = TCPCoalescer(frame: data, length: Int(packet.length)),
+                run.layout.isIPv6 ? guestTSO6 : guestTSO4
+            {
+                while index &+ frames < count, run.canGrow,
+                    run.append(pool.data(batch[index &+ frames]), length: Int(batch[index &+ frames].length))
+                {
+                    frames &+= 1
+                }
+                if frames > 1 { merged = run }
+            }
             do throws(Virtqueue.ChainError) {
-                if try queue!.enqueue(
-                    header: header,
-                    headerSize: headerSize,
-                    frame: data,
-                    length: Int(packet.length),
-                    mergeable: mergeable
-                ) {
-                    sent &+= 1
+                let placed: Bool
+                if let merged {
+                    merged.finish().store(to: superFrameHeader)
+                    // The helper puts a header first: the pieces start after it.
+                    let entries = fillSuperFrameVectors(
+                        pieces,
+                        header: superFrameHeader,
+                        batch: batch,
+                        from: index,
+                        members: frames,
+                        headerLength: merged.layout.headerLength,
+                        pool: pool
+                    )
+                    placed = try queue!.enqueue(
+                        header: superFrameHeader,
+                        headerSize: headerSize,
+                        pieces: pieces + 1,
+                        count: entries &- 1,
+                        length: merged.mergedLength,
+                        mergeable: mergeable
+                    )
                 } else {
-                    portDrops.transmitDropped &+= 1  // the guest gave no room
+                    placed = try queue!.enqueue(
+                        header: header,
+                        headerSize: headerSize,
+                        frame: data,
+                        length: Int(packet.length),
+                        mergeable: mergeable
+                    )
+                }
+                if placed {
+                    sent &+= frames
+                } else {
+                    portDrops.transmitDropped &+= UInt64(frames)  // the guest gave no room
                 }
             } catch {
                 descriptorErrors &+= 1
-                portDrops.transmitDropped &+= 1
+                portDrops.transmitDropped &+= UInt64(frames)
             }
+            index &+= frames
         }
         if current >= 0 { finishTransmit(current, &queue) }
         return sent

@@ -39,11 +39,14 @@ public final class VhostUserSession {
     public static let protocolNetMTU: UInt64 = 1 << 4
 
     /// What the back-end offers (docs/VHOST-USER.md, Decisions). CSUM: the guest may leave its
-    /// checksums to us (completed as the frame enters, as for taps); it spares a guest's CPU
-    /// and needs no large buffer. TSO joins once the data path carries super-frames (issue 9,
-    /// item 2): offered before, a guest would send 64 KB frames no packet buffer holds.
+    /// checksums to us (completed as the frame enters, as for taps). HOST_TSO4/6: the guest
+    /// hands over TCP super-frames of up to 64 KiB, cut into segments as they enter (as a tap's
+    /// are). GUEST_CSUM with GUEST_TSO4/6: in-order segments of one TCP flow reach the guest
+    /// merged into one super-frame with a partial checksum (as a tap's do); every other frame
+    /// goes with its checksums complete.
     public static let offeredFeatures: UInt64 =
-        featureCSUM | featureVersion1 | featureAnyLayout | featureMergeableBuffers | featureIndirectDescriptors
+        featureCSUM | featureGuestCSUM | featureHostTSO4 | featureHostTSO6 | featureGuestTSO4 | featureGuestTSO6
+        | featureVersion1 | featureAnyLayout | featureMergeableBuffers | featureIndirectDescriptors
         | featureEventIndex | featureProtocolFeatures | featureMultiQueue
     public static let offeredProtocolFeatures: UInt64 = protocolMultiQueue | protocolReplyAck | protocolNetMTU
 

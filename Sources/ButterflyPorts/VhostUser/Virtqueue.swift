@@ -1,5 +1,9 @@
 import CButterflyLinux
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The back-end side of one split virtqueue (VIRTIO 1.1 §2.6) in guest memory.
 ///
 /// ```
@@ -180,14 +184,25 @@ public struct Virtqueue {
         return frameLength
     }
 
+    /// The bytes chain `head` holds (guest → us), header included: what a frame longer than
+    /// a small buffer needs (a jumbo frame, a TSO super-frame). The guest may change the chain
+    /// before it is read; `read`'s capacity still bounds what is copied.
+    public func chainBytes(_ head: UInt16) throws(ChainError) -> Int {
+        var total = 0
+        try walk(head, writable: false) { (_: UnsafeMutableRawPointer, length: Int) throws(ChainError) in
+            total &+= length
+        }
+        return total
+    }
+
     /// Writes `header` then `frame[from...]` into chain `head`'s buffers (us → guest), as much
     /// as fits; returns the bytes written and where the header's `num_buffers` field landed
     /// (bytes 10 and 11, which may sit in different buffers).
-    func write(
+    func write<Frame: FrameSource>(
         _ head: UInt16,
         header: UnsafeRawPointer?,
         headerSize: Int,
-        frame: UnsafeRawPointer,
+        frame: Frame,
         from start: Int,
         length: Int
     ) throws(ChainError) -> (written: Int, frameBytes: Int, numBuffers: NumBuffersField) {
@@ -209,7 +224,7 @@ public struct Virtqueue {
             }
             let part = min(room &- offset, length &- position)
             if part > 0 {
-                (buffer + offset).copyMemory(from: frame + position, byteCount: part)
+                frame.copy(to: buffer + offset, from: position, count: part)
                 position &+= part
             }
             written &+= offset &+ part
@@ -311,6 +326,43 @@ public struct Virtqueue {
         length: Int,
         mergeable: Bool
     ) throws(ChainError) -> Bool {
+        try enqueue(
+            header: header,
+            headerSize: headerSize,
+            source: ContiguousFrame(bytes: frame),
+            length: length,
+            mergeable: mergeable
+        )
+    }
+
+    /// `enqueue` for a frame gathered from several pieces (a merged TCP super-frame: the first
+    /// segment's frame, then the other segments' payloads), copied straight into the guest's
+    /// buffers.
+    public mutating func enqueue(
+        header: UnsafeRawPointer,
+        headerSize: Int,
+        pieces: UnsafePointer<iovec>,
+        count: Int,
+        length: Int,
+        mergeable: Bool
+    ) throws(ChainError) -> Bool {
+        try enqueue(
+            header: header,
+            headerSize: headerSize,
+            source: GatheredFrame(pieces: pieces, count: count),
+            length: length,
+            mergeable: mergeable
+        )
+    }
+
+    @inline(__always)
+    mutating func enqueue<Frame: FrameSource>(
+        header: UnsafeRawPointer,
+        headerSize: Int,
+        source frame: Frame,
+        length: Int,
+        mergeable: Bool
+    ) throws(ChainError) -> Bool {
         guard var pending = pending(), pending > 0 else { return false }
         var buffers: UInt16 = 0
         var position = 0
@@ -353,5 +405,48 @@ public struct Virtqueue {
             numBuffers.1?.storeBytes(of: UInt8(truncatingIfNeeded: buffers >> 8), as: UInt8.self)
         }
         return true
+    }
+}
+
+/// Where `Virtqueue.write` takes a frame's bytes from.
+protocol FrameSource {
+    /// Copies `count` bytes starting at frame offset `position` to `destination`.
+    func copy(to destination: UnsafeMutableRawPointer, from position: Int, count: Int)
+}
+
+/// A frame in one piece (a packet buffer).
+struct ContiguousFrame: FrameSource {
+    let bytes: UnsafeRawPointer
+
+    @inline(__always)
+    func copy(to destination: UnsafeMutableRawPointer, from position: Int, count: Int) {
+        destination.copyMemory(from: bytes + position, byteCount: count)
+    }
+}
+
+/// A frame in several pieces, in order. Finding a position scans the pieces from the first:
+/// a merged frame has at most `TCPCoalescer.maximumSegments` of them, and each guest buffer
+/// costs one scan against the kilobytes it copies.
+struct GatheredFrame: FrameSource {
+    let pieces: UnsafePointer<iovec>
+    let count: Int
+
+    func copy(to destination: UnsafeMutableRawPointer, from position: Int, count bytes: Int) {
+        var piece = 0
+        var skip = position
+        while piece < count, skip >= pieces[piece].iov_len {
+            skip &-= pieces[piece].iov_len
+            piece &+= 1
+        }
+        var done = 0
+        while done < bytes, piece < count {
+            let part = min(pieces[piece].iov_len &- skip, bytes &- done)
+            // Safe: the pieces are packet buffers of `length` bytes in all, and `write` never
+            // asks past `length`.
+            (destination + done).copyMemory(from: pieces[piece].iov_base! + skip, byteCount: part)
+            done &+= part
+            skip = 0
+            piece &+= 1
+        }
     }
 }
