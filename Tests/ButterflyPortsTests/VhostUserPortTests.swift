@@ -310,6 +310,27 @@ import Testing
         #expect(received == payload)
     }
 
+    /// Found with QEMU guests: a super-frame with a little more than one segment of payload
+    /// fits a small buffer, and was dropped for its segmentation type instead of being cut.
+    @Test func aSuperFrameShortEnoughForABufferIsCutToo() throws {
+        let port = try Self.port()
+        let harness = try Self.session(VhostUserSession.featureHostTSO4 | VhostUserSession.featureCSUM)
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: harness.session)
+        let pool = PacketPool(capacity: 16)
+        let batch = PacketBatch()
+        let superFrame = Self.tcpFrame(sequence: 1, payload: Self.pattern(1500), partial: true)
+        let header: [UInt8] = [1, 1, 54, 0, 0xA8, 0x05, 34, 0, 16, 0, 0, 0]
+        transmitq.fill(0x20000, header + superFrame)
+        transmitq.descriptor(0, at: 0x20000, length: UInt32(12 + superFrame.count))
+        transmitq.makeAvailable(0)
+        #expect(port.receive(into: batch, pool: pool) == 2)
+        #expect(batch.count == 2 && batch[0].length == 54 + 1448 && batch[1].length == 54 + 52)
+        #expect(port.portDrops.receiveDropped == 0)
+        batch.releaseAll(to: pool)
+        #expect(pool.available == 16)
+    }
+
     /// GUEST_TSO4: a run of in-order segments of one flow reaches the guest as one super-frame
     /// (partial checksum, the segment size in the header) spread over its mergeable buffers;
     /// without the feature, each segment is its own frame.

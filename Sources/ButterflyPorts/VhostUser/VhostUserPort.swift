@@ -300,6 +300,13 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                 }
                 queue.addUsed(head, length: 0)
                 let offload = VirtioNetHeader(loadingFrom: receiveHeader)
+                if !whole, offload.gsoType != VirtioNetHeader.gsoNone, hostTSO {
+                    // A super-frame short enough for a buffer (a little more than one segment
+                    // of payload): cut from the scratch area like any other.
+                    scratch.copyMemory(from: pool.data(packet), byteCount: length)
+                    pool.release(packet)
+                    whole = true
+                }
                 if whole {
                     // A super-frame (HOST_TSO): cut into segments, as a tap's. One that was
                     // not negotiated, or that is not a valid TCP super-frame, is refused; so
@@ -323,9 +330,9 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                     continue
                 }
                 // A checksum left to us (CSUM) is completed here, so the rest of the engine
-                // sees whole frames; one whose offsets do not fit the frame is refused. A
-                // super-frame small enough for a buffer is refused too (guests cut their own
-                // below the MTU); a runt carries no Ethernet header.
+                // sees whole frames; one whose offsets do not fit the frame is refused, and so
+                // is a super-frame when HOST_TSO was not negotiated; a runt carries no Ethernet
+                // header.
                 guard length >= 14, offload.gsoType == VirtioNetHeader.gsoNone,
                     offload.flags & VirtioNetHeader.needsChecksum == 0
                         || offload.completeChecksum(pool.data(packet), length: length) == nil
