@@ -18,6 +18,7 @@ let package = Package(
         // For the separate benchmark package (Benchmarks/Dataplane), which depends on this one by path.
         .library(name: "ButterflyPacket", targets: ["ButterflyPacket"]),
         .library(name: "ButterflyDataplane", targets: ["ButterflyDataplane"]),
+        .library(name: "ButterflyPorts", targets: ["ButterflyPorts"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),

@@ -24,6 +24,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ButterflyPacket", package: "Butterfly"),
                 .product(name: "ButterflyDataplane", package: "Butterfly"),
+                .product(name: "ButterflyPorts", package: "Butterfly"),
                 .product(name: "HashTreeCollections", package: "swift-collections"),
             ]
         ),

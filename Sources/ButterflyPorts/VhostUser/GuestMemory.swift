@@ -46,6 +46,10 @@ public final class GuestMemory {
     }
 
     let regions: [Region]
+    /// The same regions for `translate`, which runs for every descriptor: walking a Swift
+    /// array there retains and releases its storage on each call.
+    private let table: UnsafeMutablePointer<Region>
+    private let regionCount: Int
 
     /// Maps `descriptions` from `fds` (one each, same order). Closes every fd, mapped or not;
     /// on any error nothing stays mapped.
@@ -121,9 +125,15 @@ public final class GuestMemory {
             )
         }
         regions = mapped
+        regionCount = mapped.count
+        table = .allocate(capacity: mapped.count)
+        table.initialize(from: mapped, count: mapped.count)
     }
 
-    deinit { Self.unmap(regions) }
+    deinit {
+        Self.unmap(regions)
+        table.deallocate()
+    }
 
     private static func unmap(_ regions: [Region]) {
         for region in regions {
@@ -151,7 +161,8 @@ public final class GuestMemory {
 
     @inline(__always)
     private func translate(_ address: UInt64, length: UInt64, byGuestPhysical: Bool) -> UnsafeMutableRawPointer? {
-        for region in regions {
+        for index in 0..<regionCount {
+            let region = table[index]
             let start = byGuestPhysical ? region.guestPhysical : region.userAddress
             guard address >= start else { continue }
             let offset = address &- start

@@ -46,6 +46,13 @@ public enum ScenarioKind: String, CaseIterable, Sendable {
     case chainLocalBypass = "chain-local-bypass"
     case chainEncapBypass = "chain-encap-bypass"
     case chainDecapBypass = "chain-decap-bypass"
+    /// `VhostUserPort.receive`: frames a guest made available in its transmitq (one
+    /// descriptor each, 12-byte header, VERSION_1 + MRG_RXBUF + EVENT_IDX as testpmd's
+    /// virtio_user negotiates) dequeued into pool buffers; the guest is simulated on the same
+    /// core, so this is our cost per frame without the cross-core cache traffic.
+    case vhostReceive = "vhost-rx"
+    /// `VhostUserPort.transmit`: frames enqueued into the receive buffers a guest posted.
+    case vhostTransmit = "vhost-tx"
     /// `TCPSegmenter`: a guest's TSO super-frames cut into 1,448-byte segments (1500 B only).
     case segment = "tso-segment"
     /// `TCPCoalescer`: in-order segments merged back for the receiving guest (1500 B only).
@@ -94,6 +101,8 @@ public enum Scenarios {
             case .chainLocalBypass: LocalChain(size: size, firewall: false)
             case .chainEncapBypass: EncapChain(size: size, firewall: false)
             case .chainDecapBypass: DecapChain(size: size, firewall: false)
+            case .vhostReceive: VhostStage(size: size, direction: .fromGuest)
+            case .vhostTransmit: VhostStage(size: size, direction: .toGuest)
             case .segment: SegmentStage()
             case .merge: MergeStage()
             }
