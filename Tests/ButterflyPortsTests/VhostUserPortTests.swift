@@ -310,6 +310,37 @@ import Testing
         #expect(received == payload)
     }
 
+    /// A hostile guest: a chain longer than any super-frame (70,000 bytes), and a super-frame
+    /// whose segment size would make segments longer than any buffer, are refused and counted;
+    /// the next frame goes through and no buffer is lost.
+    @Test func chainsTooLongForAnyBufferAreRefused() throws {
+        let port = try Self.port()
+        let harness = try Self.session(VhostUserSession.featureHostTSO4 | VhostUserSession.featureCSUM)
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: harness.session)
+        let pool = PacketPool(capacity: 16, largeCapacity: 2)
+        let batch = PacketBatch()
+        transmitq.fill(0x20000, Array(repeating: 0, count: 12))
+        transmitq.descriptor(0, at: 0x20000, length: 70_000)
+        transmitq.makeAvailable(0)
+        // gso_size 12,000: segments of 12,054 bytes, more than a large buffer holds.
+        let superFrame = Self.tcpFrame(sequence: 1, payload: Self.pattern(30_000), partial: true)
+        let header: [UInt8] = [1, 1, 54, 0, 0xE0, 0x2E, 34, 0, 16, 0, 0, 0]
+        transmitq.fill(0x40000, header + superFrame)
+        transmitq.descriptor(1, at: 0x40000, length: UInt32(12 + superFrame.count))
+        transmitq.makeAvailable(1)
+        Self.offer(transmitq, slot: 2, payload: Self.frame(7))
+        #expect(port.receive(into: batch, pool: pool) == 1)
+        #expect(port.portDrops.receiveDropped == 2)
+        #expect(
+            port.guestErrors == 1,
+            "the over-long chain broke the ring rules; the bad segment size is an offload refusal"
+        )
+        #expect(transmitq.usedIndex == 3)
+        batch.releaseAll(to: pool)
+        #expect(pool.available == 16 && pool.largeAvailable == 2)
+    }
+
     /// Found with QEMU guests: a super-frame with a little more than one segment of payload
     /// fits a small buffer, and was dropped for its segmentation type instead of being cut.
     @Test func aSuperFrameShortEnoughForABufferIsCutToo() throws {
