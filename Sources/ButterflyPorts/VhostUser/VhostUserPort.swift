@@ -76,6 +76,8 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
     private let pieces: UnsafeMutablePointer<iovec>
     /// Largest super-frame a guest may hand over (64 KiB of IP datagram plus link headers).
     static let largestFrame = 65_535 + 18
+    /// Chains whose descriptors and first buffers are prefetched before a ring is served.
+    static let prefetchDepth = 32
     /// Where the next `receive` starts among `transmitRings`.
     private var firstTransmitRing = 0
     /// False while the worker polls us after a wake-up (the guest was asked not to kick).
@@ -241,6 +243,7 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
             let ring = transmitRings[position < rings ? position : position &- rings]
             guard var queue = queues[ring] else { continue }
             queues[ring] = nil  // no second reference while we mutate the copy
+            var warmed = 0  // chains ahead already prefetched
             while !batch.isFull, pendingSegments == nil {
                 guard let pending = queue.pending() else {
                     // A guest claiming more entries than the ring holds: nothing sane to take.
@@ -249,6 +252,11 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                 }
                 guard pending > 0 else { break }
                 guard var packet = pool.allocate() else { break }  // the frames wait in the ring
+                if warmed == 0 {
+                    warmed = min(Int(pending), batch.capacity &- batch.count, Self.prefetchDepth)
+                    queue.prefetch(warmed, forWriting: false)
+                }
+                warmed &-= 1
                 let head = queue.takeHead()
                 var length = 0
                 var holding = true  // `packet` is ours to release
@@ -381,6 +389,7 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
         var queue: Virtqueue?
         let coalesce = guestTSO4 || guestTSO6
         var index = 0
+        var warmed = 0  // receive buffers ahead already prefetched
         while index < count {
             let packet = batch[index]
             let data = pool.data(packet)
@@ -393,7 +402,13 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                 current = ring
                 queue = queues[ring]
                 queues[ring] = nil
+                warmed = 0
             }
+            if warmed == 0, let pending = queue?.pending() {
+                warmed = min(Int(pending), count &- index, Self.prefetchDepth)
+                queue?.prefetch(warmed, forWriting: true)
+            }
+            warmed = max(0, warmed &- 1)
             // A run of in-order segments of one TCP flow (one flow: one ring) goes as one
             // super-frame when the guest takes them.
             var frames = 1

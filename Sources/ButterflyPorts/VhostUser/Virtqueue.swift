@@ -101,6 +101,35 @@ public struct Virtqueue {
         return UInt16(littleEndian: available.load(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
     }
 
+    /// Warms the cache for the next `count` available chains: first their head descriptors,
+    /// then the first buffer each points at (for writing when `forWriting`: a receive buffer we
+    /// fill). A real peer's core wrote these lines; taken one by one, each frame waited for
+    /// several of them in turn. Hints only: nothing here is trusted or dereferenced outside the
+    /// ring and the translated memory, and chains are still fully checked when taken.
+    public func prefetch(_ count: Int, forWriting: Bool) {
+        guard count > 0 else { return }
+        var entry = lastAvailable
+        for _ in 0..<count {
+            let head = UInt16(
+                littleEndian: available.load(fromByteOffset: 4 + 2 * Int(entry & (size &- 1)), as: UInt16.self)
+            )
+            if head < size { cbutterfly_prefetch(descriptors + 16 * Int(head)) }
+            entry &+= 1
+        }
+        entry = lastAvailable
+        for _ in 0..<count {
+            let head = UInt16(
+                littleEndian: available.load(fromByteOffset: 4 + 2 * Int(entry & (size &- 1)), as: UInt16.self)
+            )
+            entry &+= 1
+            guard head < size else { continue }
+            let descriptor = descriptors + 16 * Int(head)
+            let address = UInt64(littleEndian: descriptor.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+            guard let buffer = memory.translate(guestPhysical: address, length: 1) else { continue }
+            if forWriting { cbutterfly_prefetch_write(buffer) } else { cbutterfly_prefetch(buffer) }
+        }
+    }
+
     /// Gives back the last `count` heads taken (a receive that found no room for a frame).
     mutating func untake(_ count: UInt16) { lastAvailable &-= count }
 

@@ -34,4 +34,8 @@ static inline void cbutterfly_fence_acquire(void) { __atomic_thread_fence(__ATOM
 static inline void cbutterfly_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 /// Orders the used index store before the read of the guest's event index (a full fence).
 static inline void cbutterfly_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/// Cache hints for guest memory the worker is about to read (a frame, a descriptor) or write
+/// (a receive buffer): lines the guest's core wrote last, fetched in parallel ahead of use.
+static inline void cbutterfly_prefetch(const void *address) { __builtin_prefetch(address, 0, 3); }
+static inline void cbutterfly_prefetch_write(const void *address) { __builtin_prefetch(address, 1, 3); }
 #endif
