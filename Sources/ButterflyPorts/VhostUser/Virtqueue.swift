@@ -125,8 +125,15 @@ public struct Virtqueue {
             guard head < size else { continue }
             let descriptor = descriptors + 16 * Int(head)
             let address = UInt64(littleEndian: descriptor.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
-            guard let buffer = memory.translate(guestPhysical: address, length: 1) else { continue }
-            if forWriting { cbutterfly_prefetch_write(buffer) } else { cbutterfly_prefetch(buffer) }
+            guard let buffer = memory.translate(guestPhysical: address, length: 128) else { continue }
+            // Two lines: a header and a short frame straddle a line boundary as often as not.
+            if forWriting {
+                cbutterfly_prefetch_write(buffer)
+                cbutterfly_prefetch_write(buffer + 64)
+            } else {
+                cbutterfly_prefetch(buffer)
+                cbutterfly_prefetch(buffer + 64)
+            }
         }
     }
 
