@@ -152,7 +152,9 @@ public final class TapPort: PacketPort {
             received = segment(into: batch, pool: pool)
             if pendingSegments != nil { return received }
         }
-        while !batch.isFull {
+        // A pending super-frame is finished first: its bytes are in the scratch area the next
+        // read would overwrite, and its segments come before anything read after it.
+        while !batch.isFull, pendingSegments == nil {
             guard var packet = pool.allocate() else { break }  // frames wait in the kernel queue
             vectors[0] = iovec(iov_base: header, iov_len: VirtioNetHeader.size)
             vectors[1] = iovec(iov_base: pool.data(packet), iov_len: PacketPool.maximumFrame)
@@ -174,7 +176,9 @@ public final class TapPort: PacketPort {
                         frame: scratch,
                         length: length,
                         header: offload,
-                        maximumSegmentFrame: PacketPool.maximumLargeFrame
+                        // Segments no buffer of this pool holds would wait for ever.
+                        maximumSegmentFrame: pool.largeCapacity > 0
+                            ? PacketPool.maximumLargeFrame : PacketPool.maximumFrame
                     )
                 } catch {
                     refuse()

@@ -2,6 +2,8 @@ import ButterflyDataplane
 import ButterflyPacket
 import ButterflyPorts
 import CButterflyLinux
+import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -341,6 +343,51 @@ import Testing
         #expect(pool.available == 16 && pool.largeAvailable == 2)
     }
 
+    /// Found in review: a hostile guest flipping a descriptor's length between a short and a
+    /// jumbo value while we read it. The first read sees a jumbo frame, the measurement a short
+    /// one (a small buffer is taken), the second read a jumbo again: it must stop at the small
+    /// buffer's room, not write 10 KB across its neighbours. Canaries fill every other buffer.
+    @Test func aLengthFlippedBetweenReadsNeverWritesPastABuffer() throws {
+        let port = try Self.port()
+        let transmitq = try Guest()
+        port.start(ring: 1, queue: transmitq.queue(), kick: -1, call: -1, session: VhostUserSession(queuePairs: 1))
+        let pool = PacketPool(capacity: 8, largeCapacity: 1)
+        let batch = PacketBatch()
+        transmitq.fill(0x20000, Array(repeating: 0, count: 10) + Self.frame(3) + Array(repeating: 0x77, count: 9000))
+        // Descriptor 0's length field, flipped by a "guest" thread as fast as it can.
+        nonisolated(unsafe) let lengthField = UnsafeMutablePointer<UInt32>(OpaquePointer(transmitq.mapping + 8))
+        transmitq.descriptor(0, at: 0x20000, length: 100)
+        let flipping = ManagedAtomicFlag()
+        let flipper = Thread {
+            var long = false
+            while !flipping.isSet {
+                long.toggle()
+                lengthField.pointee = long ? 9000 : 100
+            }
+        }
+        flipper.start()
+        defer { flipping.set() }
+        var held: [Packet] = []
+        while let packet = pool.allocate() { held.append(packet) }
+        for packet in held {
+            pool.data(packet).initializeMemory(as: UInt8.self, repeating: 0xCA, count: pool.room(packet))
+        }
+        // One free small buffer at a time, its neighbours holding canaries.
+        let victim = held.remove(at: 3)
+        pool.release(victim)
+        for _ in 0..<20_000 {
+            transmitq.makeAvailable(0)
+            _ = port.receive(into: batch, pool: pool)
+            batch.releaseAll(to: pool)
+        }
+        flipping.set()
+        for packet in held {
+            let bytes = UnsafeRawBufferPointer(start: pool.data(packet), count: pool.room(packet))
+            #expect(bytes.allSatisfy { $0 == 0xCA }, "a neighbouring buffer was overwritten")
+        }
+        #expect(pool.available == 1 && pool.largeAvailable == 1)
+    }
+
     /// Found with QEMU guests: a super-frame with a little more than one segment of payload
     /// fits a small buffer, and was dropped for its segmentation type instead of being cut.
     @Test func aSuperFrameShortEnoughForABufferIsCutToo() throws {
@@ -417,4 +464,11 @@ import Testing
         // The IPv4 total length covers the merged datagram.
         #expect(Int(merged[16]) << 8 | Int(merged[17]) == 40 + payload.count)
     }
+}
+
+/// A flag one thread sets and another polls (the test's stop signal).
+final class ManagedAtomicFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
 }

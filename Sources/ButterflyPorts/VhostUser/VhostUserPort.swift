@@ -261,6 +261,7 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                 var length = 0
                 var holding = true  // `packet` is ours to release
                 var whole = false  // the frame is in `scratch`, not in `packet`
+                var waitForBuffer = false  // a jumbo frame and no large buffer free
                 do throws(Virtqueue.ChainError) {
                     do throws(Virtqueue.ChainError) {
                         length = try queue.read(
@@ -276,17 +277,22 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                         pool.release(packet)
                         holding = false
                         let frameBytes = try queue.chainBytes(head) &- headerSize
-                        if frameBytes <= PacketPool.maximumLargeFrame,
-                            let large = pool.allocate(frameLength: frameBytes)
-                        {
+                        if frameBytes <= PacketPool.maximumLargeFrame {
+                            guard let large = pool.allocate(frameLength: frameBytes) else {
+                                waitForBuffer = true  // the frame waits in the ring, as others do
+                                throw Virtqueue.ChainError.tooLong
+                            }
                             packet = large
                             holding = true
+                            // The buffer's own room, not the length measured: the guest may
+                            // have changed the chain since (a hostile guest flipping a length
+                            // between the reads must not write past a small buffer).
                             length = try queue.read(
                                 head,
                                 header: receiveHeader,
                                 headerSize: headerSize,
                                 frame: pool.data(packet),
-                                capacity: PacketPool.maximumLargeFrame
+                                capacity: pool.room(packet)
                             )
                         } else {
                             whole = true
@@ -300,6 +306,10 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                         }
                     }
                 } catch {
+                    if waitForBuffer {
+                        queue.untake(1)
+                        break
+                    }
                     queue.addUsed(head, length: 0)
                     if holding { pool.release(packet) }
                     descriptorErrors &+= 1
@@ -328,7 +338,8 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                             frame: scratch,
                             length: length,
                             header: offload,
-                            maximumSegmentFrame: PacketPool.maximumLargeFrame
+                            maximumSegmentFrame: pool.largeCapacity > 0
+                                ? PacketPool.maximumLargeFrame : PacketPool.maximumFrame
                         )
                     } catch {
                         portDrops.receiveDropped &+= 1
