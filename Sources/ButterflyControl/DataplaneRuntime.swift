@@ -181,15 +181,9 @@ public final class DataplaneRuntime: DataplaneBinding {
     /// Serves the vhost-user NICs' control sockets (API thread); returns when a client-mode
     /// NIC is next due to reconnect.
     public func serviceVhostUser() -> Double? {
-        let next = vhostUser.service(now: Self.now())
+        let next = vhostUser.service(now: MonotonicClock.seconds())
         for line in vhostUser.takeLog() { Log.warning(line) }
         return next
-    }
-
-    static func now() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     /// Forgets what `prepare` created for changes that were rolled back: new taps close.
@@ -219,7 +213,7 @@ public final class DataplaneRuntime: DataplaneBinding {
             }
         }
         worker.publish(DataplaneUpdate(config: config, attachments: attachments, changedNICs: changedNICs))
-        if let addedDevice { vhostUser.add(addedDevice.device, named: addedDevice.id, now: Self.now()) }
+        if let addedDevice { vhostUser.add(addedDevice.device, named: addedDevice.id, now: MonotonicClock.seconds()) }
         if let removed {
             // The worker must stop using the port before it is closed (and before a NIC of
             // the same name can be created again).

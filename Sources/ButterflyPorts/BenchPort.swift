@@ -115,7 +115,7 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
     /// (the timer) and on every receive call (a busy worker polls instead of sleeping).
     private func expireProbe() {
         guard let probe = inFlight else { return }
-        let waited = Self.now() &- probe.sentAt
+        let waited = MonotonicClock.nanoseconds() &- probe.sentAt
         guard waited >= timeout else {
             // Woken early (the clock restarted when the probe left): wait for the rest.
             armTimer(after: timeout &- waited)
@@ -148,7 +148,7 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
             packet.length = UInt16(frame.count)
             if case .prober = role, frame.count > 34, frame[34] == 8 {
                 // The probe's clock starts as it enters the daemon's path.
-                let now = Self.now()
+                let now = MonotonicClock.nanoseconds()
                 inFlight?.sentAt = now
                 armTimer(after: timeout)
                 pool.data(packet).storeBytes(of: now.bigEndian, toByteOffset: 42, as: UInt64.self)
@@ -231,7 +231,7 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
             icmp.loadUnaligned(fromByteOffset: 6, as: UInt16.self).bigEndian == probe.sequence
         else { return }
         let sentAt = UInt64(bigEndian: icmp.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         guard sentAt == probe.sentAt, now >= sentAt else { return }
         let rtt = now &- sentAt
         let replies = received.load(ordering: .relaxed) &+ 1
@@ -259,7 +259,7 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
             out.storeBytes(of: identifier.bigEndian, toByteOffset: 38, as: UInt16.self)
             out.storeBytes(of: sequence.bigEndian, toByteOffset: 40, as: UInt16.self)
         }
-        inFlight = (sequence, Self.now())
+        inFlight = (sequence, MonotonicClock.nanoseconds())
         queue(frame)
         sent.wrappingAdd(1, ordering: .relaxed)
         armTimer(after: timeout)
@@ -281,11 +281,5 @@ public final class BenchPort: PacketPort, @unchecked Sendable {
         icmp.storeBytes(of: UInt16(0), toByteOffset: 2, as: UInt16.self)
         let sum = InternetChecksum.finish(InternetChecksum.add(UnsafeRawPointer(icmp), length: length))
         icmp.storeBytes(of: sum.bigEndian, toByteOffset: 2, as: UInt16.self)
-    }
-
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 }

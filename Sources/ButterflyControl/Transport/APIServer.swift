@@ -1,3 +1,4 @@
+import ButterflyDataplane
 import CButterflyLinux
 import CZeroMQ
 
@@ -126,7 +127,7 @@ public final class APIServer {
                 let due = Int64((backgroundDue * 1000).rounded(.up))
                 deadline = min(deadline ?? due, due)
             }
-            let timeout = deadline.map { Int(max(0, $0 - Self.now())) } ?? -1
+            let timeout = deadline.map { Int(max(0, $0 - MonotonicClock.milliseconds())) } ?? -1
             let ready = try ZMQSocket.poll(
                 [socket, monitor],
                 orFileDescriptors: [stopDescriptor] + (background.map { [$0.descriptor] } ?? []),
@@ -134,12 +135,13 @@ public final class APIServer {
             )
             if ready.fileDescriptors[0] { return .stopDescriptorReadable }
             if let background,
-                ready.fileDescriptors[1] || backgroundDue.map({ Int64($0 * 1000) <= Self.now() }) == true
+                ready.fileDescriptors[1]
+                    || backgroundDue.map({ Int64($0 * 1000) <= MonotonicClock.milliseconds() }) == true
             {
                 backgroundDue = background.service()
             }
             if ready.sockets[1] { try readMonitor() }
-            if let resumeAt, Self.now() >= resumeAt { resume() }
+            if let resumeAt, MonotonicClock.milliseconds() >= resumeAt { resume() }
             guard ready.sockets[0], let frames = try socket.receive() else { continue }
             // The API is one frame per request; anything else cannot be a Butterfly request.
             let outcome =
@@ -163,7 +165,7 @@ public final class APIServer {
             }
         }
         guard exhausted, resumeAt == nil else { return }
-        let now = Self.now()
+        let now = MonotonicClock.milliseconds()
         // A first exhaustion in a minute starts again from the shortest pause.
         if let lastExhaustion, now - lastExhaustion > 60_000 { nextPause = Self.firstPauseMilliseconds }
         lastExhaustion = now
@@ -187,14 +189,8 @@ public final class APIServer {
             Log.info("API listening again on \(endpoint)")
         } catch {
             Log.error("API: cannot listen again on \(endpoint): \(error.description); next try in \(nextPause) ms")
-            resumeAt = Self.now() + Int64(nextPause)
+            resumeAt = MonotonicClock.milliseconds() + Int64(nextPause)
         }
     }
 
-    /// Milliseconds of the monotonic clock.
-    private static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
-    }
 }

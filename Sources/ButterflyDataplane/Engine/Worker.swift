@@ -171,12 +171,6 @@ public final class Worker: @unchecked Sendable {
     /// The time the worker spent adopting the last configuration, in nanoseconds.
     public var lastAdoptionNanoseconds: UInt64 { lastAdoption.load(ordering: .relaxed) }
 
-    static func monotonicNanoseconds() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
-    }
-
     /// The version of the last configuration the worker adopted.
     public var adoptedVersion: UInt64 { adopted.load(ordering: .acquiring) }
 
