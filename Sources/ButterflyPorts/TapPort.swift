@@ -193,19 +193,7 @@ public final class TapPort: PacketPort {
                 continue
             }
             if length > PacketPool.maximumFrame {
-                // A jumbo frame: its head landed in the small buffer, its tail in the scratch
-                // area; both move to a large buffer (one copy, jumbo frames only).
-                guard let large = pool.allocate(frameLength: length) else {
-                    pool.release(packet)
-                    portDrops.receiveDropped &+= 1  // no large buffer free: lost, like a full ring
-                    continue
-                }
-                pool.data(large).copyMemory(from: pool.data(packet), byteCount: PacketPool.maximumFrame)
-                (pool.data(large) + PacketPool.maximumFrame).copyMemory(
-                    from: scratch + PacketPool.maximumFrame,
-                    byteCount: length &- PacketPool.maximumFrame
-                )
-                pool.release(packet)
+                guard let large = moveToLargeBuffer(packet, length: length, pool: pool) else { continue }
                 packet = large
             }
             if offload.flags & VirtioNetHeader.needsChecksum != 0,
@@ -222,19 +210,26 @@ public final class TapPort: PacketPort {
         return received
     }
 
-    /// Moves segments of the pending super-frame into `batch` until it is done or the batch
-    /// or pool runs out; returns how many.
     private func segment(into batch: PacketBatch, pool: PacketPool) -> Int {
-        guard var segmenter = pendingSegments else { return 0 }
-        var made = 0
-        let segmentFrame = segmenter.largestSegmentFrame
-        while !segmenter.isFinished, !batch.isFull, var packet = pool.allocate(frameLength: segmentFrame) {
-            packet.length = UInt16(segmenter.writeNext(to: pool.data(packet)))
-            batch.append(packet)
-            made &+= 1
+        cutPendingSegments(&pendingSegments, into: batch, pool: pool)
+    }
+
+    /// A jumbo frame read with its head in `packet` (a small buffer) and its tail in the
+    /// scratch area: both move to a large buffer (one copy, jumbo frames only) and `packet` is
+    /// released. nil (counted) when the frame is longer than any buffer or none is free: the
+    /// frame is lost, as on a full ring.
+    private func moveToLargeBuffer(_ packet: Packet, length: Int, pool: PacketPool) -> Packet? {
+        defer { pool.release(packet) }
+        guard length <= PacketPool.maximumLargeFrame, let large = pool.allocate(frameLength: length) else {
+            portDrops.receiveDropped &+= 1
+            return nil
         }
-        pendingSegments = segmenter.isFinished ? nil : segmenter
-        return made
+        pool.data(large).copyMemory(from: pool.data(packet), byteCount: PacketPool.maximumFrame)
+        (pool.data(large) + PacketPool.maximumFrame).copyMemory(
+            from: scratch + PacketPool.maximumFrame,
+            byteCount: length &- PacketPool.maximumFrame
+        )
+        return large
     }
 
     private func refuse() {
@@ -261,17 +256,7 @@ public final class TapPort: PacketPort {
                 break
             }
             if count > PacketPool.maximumFrame {
-                guard count <= PacketPool.maximumLargeFrame, let large = pool.allocate(frameLength: count) else {
-                    pool.release(packet)
-                    portDrops.receiveDropped &+= 1
-                    continue
-                }
-                pool.data(large).copyMemory(from: pool.data(packet), byteCount: PacketPool.maximumFrame)
-                (pool.data(large) + PacketPool.maximumFrame).copyMemory(
-                    from: scratch + PacketPool.maximumFrame,
-                    byteCount: count &- PacketPool.maximumFrame
-                )
-                pool.release(packet)
+                guard let large = moveToLargeBuffer(packet, length: count, pool: pool) else { continue }
                 packet = large
             }
             packet.length = UInt16(count)

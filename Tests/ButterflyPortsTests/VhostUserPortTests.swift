@@ -358,15 +358,25 @@ import Testing
         nonisolated(unsafe) let lengthField = UnsafeMutablePointer<UInt32>(OpaquePointer(transmitq.mapping + 8))
         transmitq.descriptor(0, at: 0x20000, length: 100)
         let flipping = ManagedAtomicFlag()
+        let flipperDone = ManagedAtomicFlag()
         let flipper = Thread {
             var long = false
             while !flipping.isSet {
                 long.toggle()
                 lengthField.pointee = long ? 9000 : 100
             }
+            flipperDone.set()
         }
         flipper.start()
-        defer { flipping.set() }
+        // The thread must be gone before the guest memory is unmapped: a late write would land
+        // in whatever another test maps there next (it did, in CI, in a parallel test's ring).
+        defer {
+            flipping.set()
+            let deadline = DispatchTime.now().uptimeNanoseconds + 5_000_000_000
+            while !flipperDone.isSet && DispatchTime.now().uptimeNanoseconds < deadline { usleep(100) }
+            precondition(flipperDone.isSet, "the flipping thread did not stop")
+            withExtendedLifetime(transmitq) {}  // its memory stays mapped until the thread is gone
+        }
         var held: [Packet] = []
         while let packet = pool.allocate() { held.append(packet) }
         for packet in held {
@@ -380,7 +390,6 @@ import Testing
             _ = port.receive(into: batch, pool: pool)
             batch.releaseAll(to: pool)
         }
-        flipping.set()
         for packet in held {
             let bytes = UnsafeRawBufferPointer(start: pool.data(packet), count: pool.room(packet))
             #expect(bytes.allSatisfy { $0 == 0xCA }, "a neighbouring buffer was overwritten")

@@ -371,19 +371,8 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
         return received
     }
 
-    /// Moves segments of the pending super-frame into `batch` until it is done or the batch
-    /// or pool runs out; returns how many.
     private func segment(into batch: PacketBatch, pool: PacketPool) -> Int {
-        guard var segmenter = pendingSegments else { return 0 }
-        var made = 0
-        let segmentFrame = segmenter.largestSegmentFrame
-        while !segmenter.isFinished, !batch.isFull, var packet = pool.allocate(frameLength: segmentFrame) {
-            packet.length = UInt16(segmenter.writeNext(to: pool.data(packet)))
-            batch.append(packet)
-            made &+= 1
-        }
-        pendingSegments = segmenter.isFinished ? nil : segmenter
-        return made
+        cutPendingSegments(&pendingSegments, into: batch, pool: pool)
     }
 
     public func transmit(_ batch: PacketBatch, pool: PacketPool) -> Int {
