@@ -84,6 +84,10 @@ public final class PacketPool {
         largeFreeStack.deallocate()
     }
 
+    /// The longest frame a buffer of this pool holds: what a port may cut a super-frame's
+    /// segments to (a pool without large buffers would leave longer segments waiting for ever).
+    public var maximumHeldFrame: Int { largeCapacity > 0 ? Self.maximumLargeFrame : Self.maximumFrame }
+
     /// Small buffers not in use.
     public var available: Int { freeCount }
     /// Large buffers not in use.

@@ -402,8 +402,7 @@ public final class PacketSocketPort: PacketPort {
                         frame: frame + dataOffset,
                         length: length,
                         header: offload,
-                        maximumSegmentFrame: pool.largeCapacity > 0
-                            ? PacketPool.maximumLargeFrame : PacketPool.maximumFrame
+                        maximumSegmentFrame: pool.maximumHeldFrame
                     )
                     // Not enough batch room or free buffers: leave the frame in the ring for the
                     // next call (buffers return as soon as this pass flushes). Only a batch too

@@ -176,9 +176,7 @@ public final class TapPort: PacketPort {
                         frame: scratch,
                         length: length,
                         header: offload,
-                        // Segments no buffer of this pool holds would wait for ever.
-                        maximumSegmentFrame: pool.largeCapacity > 0
-                            ? PacketPool.maximumLargeFrame : PacketPool.maximumFrame
+                        maximumSegmentFrame: pool.maximumHeldFrame
                     )
                 } catch {
                     refuse()

@@ -14,6 +14,8 @@ import Testing
         #expect(pool.room(large) == PacketPool.maximumLargeFrame)
         #expect(pool.available == 3 && pool.largeAvailable == 1)
         #expect(pool.allocate(frameLength: PacketPool.maximumLargeFrame + 1) == nil)
+        #expect(pool.maximumHeldFrame == PacketPool.maximumLargeFrame)
+        #expect(PacketPool(capacity: 4).maximumHeldFrame == PacketPool.maximumFrame)
         pool.release(small)
         pool.release(large)
         #expect(pool.available == 4 && pool.largeAvailable == 2)

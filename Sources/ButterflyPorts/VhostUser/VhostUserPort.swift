@@ -338,8 +338,7 @@ public final class VhostUserPort: PacketPort, VhostUserDataPath, @unchecked Send
                             frame: scratch,
                             length: length,
                             header: offload,
-                            maximumSegmentFrame: pool.largeCapacity > 0
-                                ? PacketPool.maximumLargeFrame : PacketPool.maximumFrame
+                            maximumSegmentFrame: pool.maximumHeldFrame
                         )
                     } catch {
                         portDrops.receiveDropped &+= 1
