@@ -33,26 +33,44 @@ struct QemuGuestTests {
         return name
     }
 
+    /// One guest listening for TCP and one sending it `bytes`, each on its vhost-user socket
+    /// with its MAC and address (/24); each is the other's peer.
+    func tcpGuests(
+        listener: (path: String, mac: String, ip: String),
+        sender: (path: String, mac: String, ip: String),
+        bytes: Int,
+        mtu: Int? = nil
+    ) throws -> (listener: QemuGuest, sender: QemuGuest) {
+        let listening = try QemuGuest(
+            path: listener.path,
+            mac: listener.mac,
+            ip: listener.ip + "/24",
+            peer: sender.ip,
+            script: "listen",
+            mtu: mtu
+        )
+        let sending = try QemuGuest(
+            path: sender.path,
+            mac: sender.mac,
+            ip: sender.ip + "/24",
+            peer: listener.ip,
+            script: "send",
+            extra: "bf.bytes=\(bytes)",
+            mtu: mtu
+        )
+        return (listening, sending)
+    }
+
     @Test func twoGuestsPingAndMoveTCP() throws {
         let daemon = try Daemon()
         try createOpenGroup(on: daemon)
         let one = try vhostNIC(daemon, "vm1", mac: "52:54:00:00:11:01", vni: 11, ip: "203.0.113.1")
         let two = try vhostNIC(daemon, "vm2", mac: "52:54:00:00:11:02", vni: 11, ip: "203.0.113.2")
         let bytes = 4 << 20
-        let listener = try QemuGuest(
-            path: one,
-            mac: "52:54:00:00:11:01",
-            ip: "203.0.113.1/24",
-            peer: "203.0.113.2",
-            script: "listen"
-        )
-        let sender = try QemuGuest(
-            path: two,
-            mac: "52:54:00:00:11:02",
-            ip: "203.0.113.2/24",
-            peer: "203.0.113.1",
-            script: "send",
-            extra: "bf.bytes=\(bytes)"
+        let (listener, sender) = try tcpGuests(
+            listener: (one, "52:54:00:00:11:01", "203.0.113.1"),
+            sender: (two, "52:54:00:00:11:02", "203.0.113.2"),
+            bytes: bytes
         )
         #expect(sender.waitFor("BF-PING-OK", timeout: 120), "\(sender.output)")
         let received = listener.waitFor("BF-TCP-RECEIVED", timeout: 180)
@@ -95,21 +113,10 @@ struct QemuGuestTests {
         let one = try vhostNIC(daemonA, "vm1", mac: "52:54:00:00:15:01", vni: 15, ip: "203.0.113.1")
         let two = try vhostNIC(daemonB, "vm2", mac: "52:54:00:00:15:02", vni: 15, ip: "203.0.113.2")
         let bytes = 8 << 20
-        let listener = try QemuGuest(
-            path: two,
-            mac: "52:54:00:00:15:02",
-            ip: "203.0.113.2/24",
-            peer: "203.0.113.1",
-            script: "listen",
-            mtu: mtu
-        )
-        let sender = try QemuGuest(
-            path: one,
-            mac: "52:54:00:00:15:01",
-            ip: "203.0.113.1/24",
-            peer: "203.0.113.2",
-            script: "send",
-            extra: "bf.bytes=\(bytes)",
+        let (listener, sender) = try tcpGuests(
+            listener: (two, "52:54:00:00:15:02", "203.0.113.2"),
+            sender: (one, "52:54:00:00:15:01", "203.0.113.1"),
+            bytes: bytes,
             mtu: mtu
         )
         #expect(listener.waitFor("BF-TCP-RECEIVED", timeout: 180), "\(listener.output.suffix(1000))")
