@@ -87,7 +87,7 @@ let package = Package(
 
         .testTarget(
             name: "ButterflyControlTests",
-            dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane"]
+            dependencies: ["ButterflyControl", "ButterflyProtocol", "ButterflyDataplane", "ButterflyPorts"]
         ),
         // Frames built field by field, shared by the packet and data-plane tests.
         .target(name: "ButterflyTestSupport", path: "Tests/ButterflyTestSupport"),

@@ -169,11 +169,12 @@ func milliseconds(since start: UInt64) -> Double {
     latencies.sort()
     print(
         String(
-            format: "nic_del of a TAP NIC (at %d): p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d deletes)",
+            format: "nic_del of a TAP NIC (at %d): p50 %.2f ms, p99 %.2f ms, max %.2f ms, over 10 ms: %d (%d deletes)",
             count,
             latencies[latencies.count / 2],
             latencies[latencies.count * 99 / 100],
             latencies.last!,
+            latencies.filter { $0 > 10 }.count,
             latencies.count
         )
     )

@@ -217,10 +217,12 @@ public final class DataplaneRuntime: DataplaneBinding {
         if let removed {
             // The worker must stop using the port before it is closed (and before a NIC of
             // the same name can be created again).
-            worker.waitForAdoption(of: config.version)
+            let unused = worker.waitForAdoption(of: config.version)
             if let tap = removed.port as? TapPort { closingNames.insert(tap.name) }
             kernelReadSecond[removed.nicID] = nil
-            closer.close([removed])
+            // Only a port the worker is known to have let go of may be closed before its last
+            // reference goes (a late adoption could otherwise read a reused fd number).
+            closer.close([removed], unused: unused)
         }
         // A removed vhost-user NIC's front-end goes only once its rings are stopped on the
         // worker (whether or not the adoption above finished in time): then its socket closes (a
@@ -236,7 +238,7 @@ public final class DataplaneRuntime: DataplaneBinding {
         prepared = [:]
         preparedDevices = [:]
         for id in all.map(\.nicID) { vhostUser.remove(named: id) }
-        closer.close(all)
+        closer.close(all, unused: true)
         closer.wait()
     }
 
@@ -283,12 +285,14 @@ public final class DataplaneRuntime: DataplaneBinding {
 final class PortCloser: @unchecked Sendable {
     // Safe: `waiting` is behind its mutex; the queue is serial.
     private let queue = DispatchQueue(label: "butterfly.port-closer")
-    private let waiting = Mutex<[NICAttachment]>([])
+    private let waiting = Mutex<[(attachment: NICAttachment, unused: Bool)]>([])
 
-    /// Queues `attachments`; their ports close (their last reference goes) on the closer.
-    func close(_ attachments: [NICAttachment]) {
+    /// Queues `attachments`; their ports close on the closer. With `unused` (no worker uses
+    /// them any more) a tap's fd is closed there explicitly; otherwise it closes with the last
+    /// reference, wherever that goes.
+    func close(_ attachments: [NICAttachment], unused: Bool) {
         guard !attachments.isEmpty else { return }
-        waiting.withLock { $0.append(contentsOf: attachments) }
+        waiting.withLock { $0.append(contentsOf: attachments.map { ($0, unused) }) }
         queue.async { self.closeWaiting() }
     }
 
@@ -301,7 +305,8 @@ final class PortCloser: @unchecked Sendable {
             return queued
         }
         guard !batch.isEmpty else { return }
-        TapPort.removeInterfaces(batch.compactMap { $0.port as? TapPort })
-        batch.removeAll()  // the last references: the fds close here
+        TapPort.removeInterfaces(batch.compactMap { $0.attachment.port as? TapPort })
+        for entry in batch where entry.unused { (entry.attachment.port as? TapPort)?.closeNow() }
+        batch.removeAll()  // the last references, usually: other ports close here
     }
 }

@@ -24,7 +24,8 @@ import CButterflyLinux
 ///   handles one large frame.
 public final class TapPort: PacketPort {
     public let name: String
-    public let fileDescriptor: Int32
+    /// -1 once `closeNow` ran.
+    public private(set) var fileDescriptor: Int32
     public private(set) var portDrops = PortDropCounters()
     /// Frames refused by the offload checks (bad segment size, unsupported segmentation, bad
     /// checksum offset, truncated): counted in `portDrops.receiveDropped` too.
@@ -92,7 +93,7 @@ public final class TapPort: PacketPort {
     }
 
     deinit {
-        close(fileDescriptor)
+        if fileDescriptor >= 0 { close(fileDescriptor) }
         scratch.deallocate()
         header.deallocate()
         vectors.deallocate()
@@ -141,6 +142,17 @@ public final class TapPort: PacketPort {
         }
         guard grouped > 0, cbutterfly_interface_delete_group(netlink, group) == 0 else { return 0 }
         return grouped
+    }
+
+    /// Closes the tap's fd now instead of when the last reference goes. The close of a tap
+    /// waits for an RCU grace period (16–30 ms) whatever thread makes it, so the daemon's port
+    /// closer calls this for a removed NIC once no worker uses the port: a reference still held
+    /// elsewhere (the worker's previous update, the API thread's locals) then no longer decides
+    /// which thread pays for it. Idempotent; the port must not be used afterwards.
+    public func closeNow() {
+        guard fileDescriptor >= 0 else { return }
+        close(fileDescriptor)
+        fileDescriptor = -1
     }
 
     // MARK: Receive
