@@ -73,6 +73,7 @@ public final class ControlPlane {
         } catch {
             Log.error("state: change refused, cannot save it: \(error)")
             rollBack()
+            stateStore.supersedeBrokenJournal(model)
             return error
         }
         // The durable copy follows by the same operations (deterministic model code: they

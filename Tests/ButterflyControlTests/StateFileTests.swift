@@ -371,6 +371,28 @@ private final class WatchingDataplane: DataplaneBinding {
         return try Proto_Messages(serializedBytes: bytes).messages.map(\.message0.response)
     }
 
+    @Test func aRefusedChangeWhoseRecordCouldNotBeCutOffNeverReplays() throws {
+        let path = temporaryPath()
+        defer { remove(path) }
+        let store = StateStore(path: path)
+        let dataplane = WatchingDataplane()
+        let service = service(store, dataplane)
+        #expect(try replies(service, [nicAdd("a"), nicAdd("b")]).allSatisfy { $0.status.status })
+        // The disk fails the record's fdatasync, and the truncate that would cut the record off
+        // (as after an I/O error whose dirty pages the kernel still writes back later): the
+        // record stays in the journal file although the change is refused.
+        store.journal?.faults = StateJournal.Faults(failingSyncs: 1, failingTruncates: 1)
+        let refused = try replies(service, [nicAdd("c")])
+        #expect(refused.map(\.status.status) == [false])
+        #expect(refused[0].status.error.description_p == "State file write failed")
+        #expect(service.controlPlane.model.nics.keys.sorted() == ["a", "b"])
+        // A crash now: what a restart replays is what was acknowledged, never the refused change.
+        #expect(try restored(StateStore(path: path)).model.nics.keys.sorted() == ["a", "b"])
+        // And the store goes on: the next change is saved and kept.
+        #expect(try replies(service, [nicAdd("d")]).allSatisfy { $0.status.status })
+        #expect(try restored(StateStore(path: path)).model.nics.keys.sorted() == ["a", "b", "d"])
+    }
+
     @Test func aChangeThatCannotBeSavedIsRefusedAndRolledBack() throws {
         // The state file's directory does not exist yet: every save fails.
         let directory = temporaryPath()

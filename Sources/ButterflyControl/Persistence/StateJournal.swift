@@ -38,6 +38,14 @@ final class StateJournal {
     /// appended to this file.
     private(set) var broken = false
 
+    /// Failures to inject (tests): the next `failingSyncs` fdatasyncs and `failingTruncates`
+    /// ftruncates of this journal fail with EIO without doing anything.
+    struct Faults {
+        var failingSyncs = 0
+        var failingTruncates = 0
+    }
+    var faults = Faults()
+
     static let marker: [UInt8] = Array("BFJ2".utf8)
     static let recordHeaderSize = 16
     /// No API request comes near this; a larger length is damage, never an allocation.
@@ -74,13 +82,33 @@ final class StateJournal {
         let record = Self.record(payload)
         do throws(StateStore.Failure) {
             try FileIO.writeAll(fd, record, name: path)
-            guard fdatasync(fd) == 0 else { throw FileIO.failure("cannot fsync \(path)") }
+            guard sync() == 0 else { throw FileIO.failure("cannot fsync \(path)") }
         } catch {
-            // Cut the partial record off, durably, so that what follows starts clean.
-            if ftruncate(fd, off_t(bytes)) != 0 || fdatasync(fd) != 0 { broken = true }
+            // Cut the partial record off, durably, so that what follows starts clean. When
+            // that fails the record may still be on disk: the store supersedes this journal
+            // (`StateStore.supersedeBrokenJournal`) before a restart could replay it.
+            if truncate(to: bytes) != 0 || sync() != 0 { broken = true }
             throw error
         }
         bytes += record.count
+    }
+
+    private func sync() -> Int32 {
+        guard faults.failingSyncs == 0 else {
+            faults.failingSyncs -= 1
+            errno = EIO
+            return -1
+        }
+        return fdatasync(fd)
+    }
+
+    private func truncate(to length: Int) -> Int32 {
+        guard faults.failingTruncates == 0 else {
+            faults.failingTruncates -= 1
+            errno = EIO
+            return -1
+        }
+        return ftruncate(fd, off_t(length))
     }
 
     struct Contents {

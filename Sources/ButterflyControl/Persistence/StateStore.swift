@@ -38,7 +38,7 @@ public final class StateStore {
     public let snapshot: StateFile
     public let journalPath: String
     private var generation: UInt64 = 0
-    private var journal: StateJournal?
+    private(set) var journal: StateJournal?
     private var snapshotBytes = 0
     /// Compaction threshold floor: small journals are cheaper to keep than to fold.
     let minimumCompactionBytes: Int
@@ -127,6 +127,24 @@ public final class StateStore {
             journal = try StateJournal(path: journalPath, generation: generation)
         } catch {
             Log.error("state: cannot start journal \(journalPath), the next change writes a new snapshot: \(error)")
+        }
+    }
+
+    /// After a refused change, with `model` rolled back to what is saved: a journal that could
+    /// not cut its failed record off may still hold it on disk, where a restart would replay a
+    /// change that was refused. A new generation written now from `model` supersedes that
+    /// journal (a journal of an older generation is ignored). If even that cannot be written,
+    /// the window stays open until a later change manages to (`record` starts with it); the
+    /// log says so.
+    public func supersedeBrokenJournal(_ model: Model) {
+        guard let journal, journal.broken else { return }
+        do throws(Failure) {
+            try compact(model)
+        } catch {
+            Log.error(
+                "state: journal \(journalPath) may still hold the refused change and a new snapshot cannot be written"
+                    + " either; until one can, a restart may replay it: \(error)"
+            )
         }
     }
 
