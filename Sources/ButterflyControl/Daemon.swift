@@ -323,16 +323,25 @@ public enum Daemon {
         return entry.pointee.gr_gid
     }
 
-    /// Sets the soft open-file limit to `wanted`, or to the hard limit; returns the limit set.
-    /// Every TAP NIC, API connection and trace costs a descriptor, and distributions start
-    /// daemons at 1024: ~1,000 NICs, or 1,000 idle connections locking every client out.
+    /// Sets the open-file limit to `wanted`, or by default to `defaultOpenFiles` (bounded by
+    /// fs.nr_open) where the daemon may raise its hard limit (root), else to the hard limit;
+    /// returns the soft limit set. Every TAP NIC, vhost-user NIC (two), API connection and trace
+    /// costs a descriptor: distributions start daemons at 1024 (~1,000 NICs, or 1,000 idle
+    /// connections locking every client out), and a login shell's hard limit may stop short of
+    /// the NICs a host carries (20,000 here: 10,000 vhost-user NICs).
     static func setOpenFileLimit(_ wanted: Int?) throws -> Int {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
             throw StartupError(description: "getrlimit(RLIMIT_NOFILE): \(String(cString: strerror(errno)))")
         }
-        let target = wanted.map { rlim_t($0) } ?? limit.rlim_max
-        // Above the hard limit needs privilege (CAP_SYS_RESOURCE), and fs.nr_open bounds it.
+        let hard = limit.rlim_max
+        if wanted == nil, hard < defaultOpenFiles {
+            // Above the hard limit needs privilege (CAP_SYS_RESOURCE); fs.nr_open bounds it.
+            let target = min(defaultOpenFiles, maximumOpenFiles())
+            var raised = rlimit(rlim_cur: target, rlim_max: target)
+            if target > hard, setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return Int(target) }
+        }
+        let target = wanted.map { rlim_t($0) } ?? hard
         if target > limit.rlim_max { limit.rlim_max = target }
         limit.rlim_cur = target
         guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
@@ -341,6 +350,18 @@ public enum Daemon {
             )
         }
         return Int(target)
+    }
+
+    /// The open-file limit a daemon started without `--open-files-limit` asks for (as the
+    /// packaged unit's LimitNOFILE); it costs nothing until descriptors are opened.
+    static let defaultOpenFiles: rlim_t = 1 << 20
+
+    /// fs.nr_open, the kernel's bound on any process's open-file limit.
+    static func maximumOpenFiles() -> rlim_t {
+        guard let text = try? String(contentsOfFile: "/proc/sys/fs/nr_open", encoding: .utf8),
+            let value = rlim_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { return 1 << 20 }
+        return value
     }
 
     /// A warning printed whatever the log level: it is about who can command the daemon.

@@ -184,7 +184,11 @@ struct AccessTests {
             ["--nofile=1024:\(hard)", "--", Binaries.daemon, "--no-syslog", "-e", endpoint]
         )
         try Self.waitForFile(directory.path + "/api.sock", of: raised)
-        #expect(try Self.openFileLimit(of: raised.pid) == (hard, hard))
+        // Root may raise its hard limit too: a login shell's (20,000 on one machine) stopped
+        // a host at 10,000 vhost-user NICs.
+        let nrOpen = Int(try Self.procText("/proc/sys/fs/nr_open"))!
+        let expected = try Self.mayRaiseHardLimits() ? max(hard, min(1 << 20, nrOpen)) : hard
+        #expect(try Self.openFileLimit(of: raised.pid) == (expected, expected))
         kill(raised.pid, SIGTERM)
         #expect(raised.wait(timeout: 10) == 0)
         directory = TemporaryDirectory()
@@ -359,6 +363,20 @@ struct AccessTests {
     }
 
     /// Soft and hard "Max open files" of a process.
+    static func procText(_ path: String) throws -> String {
+        try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Whether this process (and so the daemon it starts) holds CAP_SYS_RESOURCE, which raising
+    /// a hard limit needs: root in a container may not.
+    static func mayRaiseHardLimits() throws -> Bool {
+        let status = try procText("/proc/self/status")
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+            let mask = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return false }
+        return mask & (1 << 24) != 0  // CAP_SYS_RESOURCE
+    }
+
     static func openFileLimit(of pid: pid_t) throws -> (Int, Int) {
         let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
         guard let line = limits.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") }) else {
