@@ -111,8 +111,8 @@ public final class Worker: @unchecked Sendable {
     var adopting: (update: DataplaneUpdate, remaining: ArraySlice<String>, longestChunk: UInt64)?
     /// The daemon's main trace (`-t`): every underlay frame, both ways.
     public internal(set) var mainTrace: PcapWriter?
-    /// Optional underlay (VXLAN); nil in local mode.
-    public var underlay: UnderlayProcessing?
+    /// The underlay side (VXLAN + ARP/ND + IGMP/MLD); nil in local mode.
+    public var underlay: VXLANUnderlay?
     /// The firewall node: tracked connections of every NIC (each in its NIC's zone).
     public let firewall: Firewall
     public var connections: ConnectionTable { firewall.connections }

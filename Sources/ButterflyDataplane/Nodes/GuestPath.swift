@@ -32,7 +32,9 @@ extension Worker {
         let zone = guest.zone
         let now = self.now
         let ageLimit = settings.macAgeSeconds
-        let underlay = self.underlay
+        // Unretained: the worker holds its underlay for the whole pass, and a retained local
+        // was retained and released again around every frame sent to it (4 % of encap).
+        let underlay = self.underlay.map { Unmanaged.passUnretained($0) }
         let batch = receiveBatch
         if let trace = guest.trace {
             for index in 0..<batch.count {
@@ -85,7 +87,7 @@ extension Worker {
                     deliver(packet, to: Int(location))
                 }
             } else if location <= -2, let underlay {
-                underlay.send(packet, vni: vni, location: location, worker: self)
+                underlay._withUnsafeGuaranteedRef { $0.send(packet, vni: vni, location: location, worker: self) }
             } else {
                 flood(packet, vni: vni, from: slot)
             }

@@ -17,7 +17,7 @@ import ButterflyPacket
 /// Counters (global block): in/out = underlay frames; drops: `truncated`, `not-vxlan`,
 /// `bad-vxlan-flags`, `ip-options-or-fragment`, `not-for-this-vtep`, `unknown-vni`,
 /// `unresolved-neighbor`, `oversize`, `no-buffer`, `underlay-other`.
-public final class VXLANUnderlay: UnderlayProcessing {
+public final class VXLANUnderlay {
     public struct Settings: Sendable {
         public var vtep: UnderlayAddress
         /// Prefix length of the VTEP's subnet; `nil` = every address is on-link unless a
@@ -97,8 +97,11 @@ public final class VXLANUnderlay: UnderlayProcessing {
         }
     }
 
-    // MARK: UnderlayProcessing
+    // MARK: What the worker calls (the worker holds this class itself, not a protocol: a call
+    // through an existential retained it for every frame sent to the underlay, 4 % of the
+    // encap chain)
 
+    /// Called after a new configuration was adopted (join/leave groups, peers).
     public func adopt(_ worker: Worker) {
         now = worker.now
         cachedVNI = nil
@@ -140,6 +143,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
         set { cache.pointee.now = newValue }
     }
 
+    /// Receives and processes one batch from the underlay; returns frames received.
     public func poll(_ worker: Worker) -> Int {
         now = worker.now
         let received = port.receive(into: receiveBatch, pool: worker.pool)
@@ -198,16 +202,32 @@ public final class VXLANUnderlay: UnderlayProcessing {
         return received
     }
 
+    /// Copies the port's own drop counters into the worker's global counters (once a second).
     public func publishPortCounters(_ worker: Worker) {
         worker.globalCounters.setDrops(.portReceive, to: port.portDrops.receiveDropped)
         worker.globalCounters.setDrops(.kernelReceive, to: port.kernelDrops)
     }
 
+    /// Sends what is queued for the underlay.
     public func flush(_ worker: Worker) {
         guard !transmitBatch.isEmpty else { return }
+        transmitQueued(worker)
+    }
+
+    /// Sends the queued batch, recorded first in the main trace if there is one: per batch,
+    /// not per packet, since reading the worker's `mainTrace` costs a dynamic exclusivity check.
+    private func transmitQueued(_ worker: Worker) {
+        if let trace = worker.mainTrace {
+            for index in 0..<transmitBatch.count {
+                let packet = transmitBatch[index]
+                trace.record(worker.pool.data(packet), length: Int(packet.length))
+            }
+        }
         port.transmit(transmitBatch, pool: worker.pool, failuresTo: worker.globalCounters)
     }
 
+    /// Sends a guest frame of `vni` to the network: to the VTEP that owns `destination`
+    /// (a remote location ≤ -2), or flooded (BUM) when `location` is -1.
     public func send(_ packet: Packet, vni: UInt32, location: Int32, worker: Worker) {
         if location <= -2 {
             let index = Int(-location - 2)
@@ -365,8 +385,7 @@ public final class VXLANUnderlay: UnderlayProcessing {
     }
 
     func queue(_ packet: Packet, worker: Worker) {
-        if transmitBatch.isFull { port.transmit(transmitBatch, pool: worker.pool, failuresTo: worker.globalCounters) }
-        worker.mainTrace?.record(worker.pool.data(packet), length: Int(packet.length))
+        if transmitBatch.isFull { transmitQueued(worker) }
         transmitBatch.append(packet)
         worker.globalCounters.countOut(bytes: Int(packet.length))
     }
