@@ -7,6 +7,22 @@ import Synchronization
     import Glibc
 #endif
 
+/// What the control plane left for the worker: the latest update and, while it names changed
+/// NICs, the set of them (so that a NIC named by many changes is queued once).
+struct Mailbox {
+    var update: DataplaneUpdate?
+    var queued: Set<String> = []
+}
+
+/// An update being adopted chunk by chunk: the NICs left (each once: `queued` holds the same
+/// ids), the longest chunk so far.
+struct Adoption {
+    var update: DataplaneUpdate
+    var remaining: ArraySlice<String>
+    var queued: Set<String>
+    var longestChunk: UInt64 = 0
+}
+
 /// Adoption of a new configuration between two batches: O(changed NICs), slots, zones, VNI
 /// switches and the packet path's per-slot state kept in step.
 extension Worker {
@@ -20,16 +36,20 @@ extension Worker {
     func adoptPending() {
         pending.store(false, ordering: .relaxed)
         guard
-            var update = mailbox.withLock({ state -> DataplaneUpdate? in
-                defer { state = nil }
-                return state
+            let (update, queued) = mailbox.withLock({ box -> (DataplaneUpdate, Set<String>)? in
+                guard let update = box.update.take() else { return nil }
+                var queued: Set<String> = []
+                swap(&queued, &box.queued)
+                return (update, queued)
             })
         else { return }
-        if let unfinished = adopting {
-            if let later = update.changedNICs {
-                update.changedNICs = Array(unfinished.remaining) + later
-            }
-            adopting = nil
+        if var unfinished = adopting.take(), let later = update.changedNICs {
+            // NICs still queued keep their place; the others join the end.
+            for id in later where unfinished.queued.insert(id).inserted { unfinished.remaining.append(id) }
+            unfinished.update = update
+            adopting = unfinished
+            continueAdoption()
+            return
         }
         guard let changed = update.changedNICs else {
             let start = Self.threadCPUNanoseconds()
@@ -38,18 +58,19 @@ extension Worker {
             adopted.store(update.config.version, ordering: .releasing)
             return
         }
-        adopting = (update, changed[...], 0)
+        adopting = Adoption(update: update, remaining: changed[...], queued: queued)
         continueAdoption()
     }
 
     /// Adopts the next chunk of an update in progress; the last chunk makes it the running one.
     func continueAdoption() {
-        guard var progress = adopting else { return }
+        guard var progress = adopting.take() else { return }
         let start = Self.threadCPUNanoseconds()
         flush()
         let chunk = progress.remaining.prefix(settings.adoptionChunk)
         progress.remaining = progress.remaining.dropFirst(chunk.count)
         for id in chunk {
+            progress.queued.remove(id)
             if let nic = progress.update.config.nics[id] {
                 adoptNIC(id: id, nic, attachment: progress.update.attachments[id])
             } else if let slot = slotByID[id] {
@@ -67,7 +88,6 @@ extension Worker {
         recordPause(took, last: false)
         if finished {
             lastAdoption.store(progress.longestChunk, ordering: .relaxed)
-            adopting = nil
             adopted.store(progress.update.config.version, ordering: .releasing)
         } else {
             adopting = progress

@@ -68,7 +68,7 @@ public final class Worker: @unchecked Sendable {
 
     let settings: Settings
     let pool: PacketPool
-    let mailbox = Mutex<DataplaneUpdate?>(nil)
+    let mailbox = Mutex(Mailbox())
     let pending = Atomic<Bool>(false)
     /// Questions from the control plane (state only the worker may read), answered between
     /// batches: the packet path never takes a lock for them.
@@ -107,8 +107,8 @@ public final class Worker: @unchecked Sendable {
     let receiveBatch = PacketBatch()
     var now: UInt32 = 0
     private var lastSweep: UInt32 = 0
-    /// An update being adopted chunk by chunk: the NICs left, the longest chunk so far.
-    var adopting: (update: DataplaneUpdate, remaining: ArraySlice<String>, longestChunk: UInt64)?
+    /// An update being adopted chunk by chunk (`Adoption`).
+    var adopting: Adoption?
     /// The daemon's main trace (`-t`): every underlay frame, both ways.
     public internal(set) var mainTrace: PcapWriter?
     /// The underlay side (VXLAN + ARP/ND + IGMP/MLD); nil in local mode.
@@ -147,18 +147,25 @@ public final class Worker: @unchecked Sendable {
 
     /// Hands a new configuration to the worker; it is adopted between two batches.
     public func publish(_ update: DataplaneUpdate) {
-        mailbox.withLock { waiting in
+        mailbox.withLock { box in
             var update = update
             // A configuration the worker has not adopted yet is replaced: what it changed must
-            // still be adopted.
-            if let previous = waiting {
-                if let earlier = previous.changedNICs, let later = update.changedNICs {
-                    update.changedNICs = earlier + later
-                } else {
-                    update.changedNICs = nil
-                }
+            // still be adopted, each NIC once (an orchestrator's rules name the same NICs again
+            // and again). O(NICs this update names).
+            var changed: [String] = []
+            var full = false
+            if var previous = box.update.take() {
+                if let earlier = previous.changedNICs.take() { changed = earlier } else { full = true }
+            } else {
+                box.queued.removeAll()
             }
-            waiting = update
+            if let later = update.changedNICs, !full {
+                for id in later where box.queued.insert(id).inserted { changed.append(id) }
+                update.changedNICs = changed
+            } else {
+                update.changedNICs = nil
+            }
+            box.update = update
         }
         pending.store(true, ordering: .releasing)
         var one: UInt64 = 1
