@@ -662,6 +662,17 @@ final class FirewallLab {
         #expect(lab.attachments["a"]!.counters.connections == 0)
     }
 
+    @Test func evictionsFromAFullTableReachTheGlobalCounters() {
+        let lab = FirewallLab(connectionCapacity: 16)
+        // Unanswered UDP openings from a (tracked in a's zone): 40 into a table of 16.
+        for port in UInt16(5000)..<5040 { _ = lab.passes("a", "c", lab.udp4("a", "c", port, 53)) }
+        #expect(lab.worker.connections.count == 16)
+        #expect(lab.worker.connections.evictions == 24)
+        lab.worker.sweep()
+        #expect(lab.worker.globalCounters.snapshot.evictions == 24)
+        #expect(lab.worker.globalCounters.snapshot.connections == 16)
+    }
+
     @Test func aRemovedNICsConnectionsAreCollected() {
         openBToA()
         #expect(lab.handshake4("a", "b", 40000, 22))

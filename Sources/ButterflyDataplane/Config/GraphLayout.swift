@@ -53,7 +53,9 @@ public struct GraphLayout: Sendable {
         if let global {
             out += "  \"underlay\" [label=\"underlay\\nin \(global.inPackets) pkts / out \(global.outPackets) pkts"
             for drop in global.drops { out += "\\ndrop \(drop.reason): \(drop.packets)" }
-            out += "\\nconnections \(global.connections)\"];\n"
+            out += "\\nconnections \(global.connections)"
+            if global.evictions > 0 { out += "\\nconnections evicted \(global.evictions)" }
+            out += "\"];\n"
         }
         out += "  \"underlay\" -> \"\(vtep)\";\n"
         for vni in vnis { out += "  \"\(vtep)\" -> \"switch vni \(vni)\";\n" }

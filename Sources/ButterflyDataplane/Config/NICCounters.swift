@@ -10,6 +10,9 @@ public struct NICCounters: Sendable, Equatable {
     public var drops: [(reason: String, packets: UInt64)]
     /// Connections tracked by the NIC's firewall (for the global block: by every NIC).
     public var connections: UInt64
+    /// Global block: connections evicted so far to make room in a full table (the oldest
+    /// unanswered openings go first; an established connection is never evicted).
+    public var evictions: UInt64
     /// A BENCH NIC's figures.
     public var bench: BenchFigures?
 
@@ -19,9 +22,11 @@ public struct NICCounters: Sendable, Equatable {
         outBytes: UInt64 = 0,
         outPackets: UInt64 = 0,
         drops: [(reason: String, packets: UInt64)] = [],
-        connections: UInt64 = 0
+        connections: UInt64 = 0,
+        evictions: UInt64 = 0
     ) {
         self.connections = connections
+        self.evictions = evictions
         self.inBytes = inBytes
         self.inPackets = inPackets
         self.outBytes = outBytes
@@ -31,7 +36,8 @@ public struct NICCounters: Sendable, Equatable {
 
     public static func == (lhs: NICCounters, rhs: NICCounters) -> Bool {
         lhs.inBytes == rhs.inBytes && lhs.inPackets == rhs.inPackets && lhs.outBytes == rhs.outBytes
-            && lhs.outPackets == rhs.outPackets && lhs.connections == rhs.connections && lhs.bench == rhs.bench
+            && lhs.outPackets == rhs.outPackets && lhs.connections == rhs.connections && lhs.evictions == rhs.evictions
+            && lhs.bench == rhs.bench
             && lhs.drops.elementsEqual(rhs.drops, by: { $0 == $1 })
     }
 }

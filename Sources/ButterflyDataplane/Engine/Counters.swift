@@ -105,14 +105,17 @@ public enum DropReason: Int, CaseIterable, Sendable {
 /// path pays no locked instruction.
 ///
 /// ```
-///  slot: 0 inPackets │ 1 inBytes │ 2 outPackets │ 3 outBytes │ 4… one per DropReason
+///  slot: 0 inPackets │ 1 inBytes │ 2 outPackets │ 3 outBytes │ 4… one per DropReason │
+///        connections │ evictions
 /// ```
 public final class CounterBlock: @unchecked Sendable {
     // Safe: slots are only touched through relaxed atomic helpers.
     @usableFromInline let slots: UnsafeMutablePointer<UInt64>
-    static let slotCount = 4 + DropReason.allCases.count + 1
+    static let slotCount = 4 + DropReason.allCases.count + 2
     /// The gauge after the drop counters: tracked connections.
     static let connectionsSlot = 4 + DropReason.allCases.count
+    /// Then (global block) connections evicted to make room in a full table.
+    static let evictionsSlot = connectionsSlot + 1
 
     public init() {
         slots = .allocate(capacity: Self.slotCount)
@@ -173,8 +176,14 @@ public final class CounterBlock: @unchecked Sendable {
             outBytes: cbutterfly_counter_load(slots + 3),
             outPackets: cbutterfly_counter_load(slots + 2),
             drops: drops,
-            connections: cbutterfly_counter_load(slots + Self.connectionsSlot)
+            connections: cbutterfly_counter_load(slots + Self.connectionsSlot),
+            evictions: cbutterfly_counter_load(slots + Self.evictionsSlot)
         )
+    }
+
+    /// Connections evicted from the full table so far (global block; set once a second).
+    public func setEvictions(_ value: UInt64) {
+        cbutterfly_counter_store(slots + Self.evictionsSlot, value)
     }
 
     /// Tracked connections (a gauge the worker sets once a second).

@@ -418,6 +418,7 @@ public final class Worker: @unchecked Sendable {
             counters.setConnections(slot < perSlot.count ? UInt64(max(0, perSlot[slot])) : 0)
         }
         globalCounters.setConnections(UInt64(connections.count))
+        globalCounters.setEvictions(connections.evictions)
         underlay?.publishPortCounters(self)
     }
 
