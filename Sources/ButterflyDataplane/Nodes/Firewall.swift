@@ -193,7 +193,20 @@ public final class Firewall {
                 return nil
             }
         }
-        if isICMP && isRelatedError(headers, data: data, toGuest: toGuest, zone: zone) { return nil }
+        if isICMP
+            && isRelatedError(
+                isV4: headers.network == .ipv4,
+                type: headers.icmpType,
+                transportOffset: headers.transportOffset,
+                networkEnd: headers.networkEnd,
+                destination: headers.destination,
+                data: data,
+                toGuest: toGuest,
+                zone: zone
+            )
+        {
+            return nil
+        }
         let allowed =
             toGuest
             ? policy.inbound.allows(ipProtocol: protocolNumber, port: headers.destinationPort, peer: headers.source)
@@ -270,17 +283,27 @@ public final class Firewall {
 
     /// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too big)
     /// quoting a packet of a tracked connection of this NIC (RFC 792, RFC 4443 §2.4).
-    func isRelatedError(_ headers: FrameHeaders, data: UnsafeMutableRawPointer, toGuest: Bool, zone: UInt32) -> Bool {
-        let isV4 = headers.network == .ipv4
-        let type = headers.icmpType
+    /// Takes the walk's fields, not the walk: a call taking the struct needs it in memory, and
+    /// that copy, made right after the walk's narrow stores, stalled on store forwarding on every
+    /// frame (a tenth of `fromGuest` on the local chain), ICMP or not.
+    func isRelatedError(
+        isV4: Bool,
+        type: UInt8,
+        transportOffset: Int,
+        networkEnd: Int,
+        destination errorDestination: UInt128,
+        data: UnsafeMutableRawPointer,
+        toGuest: Bool,
+        zone: UInt32
+    ) -> Bool {
         guard isV4 ? (type == 3 || type == 11 || type == 12) : (type >= 1 && type <= 4) else { return false }
-        let inner = headers.transportOffset + 8
+        let inner = transportOffset + 8
         var source: UInt128
         var destination: UInt128
         var innerProtocol: UInt8
         var ports: Int
         if isV4 {
-            guard inner + 20 <= headers.networkEnd else { return false }
+            guard inner + 20 <= networkEnd else { return false }
             let headerLength = Int(data.loadByte(at: inner) & 0x0F) * 4
             guard headerLength >= 20 else { return false }
             innerProtocol = data.loadByte(at: inner + 9)
@@ -289,7 +312,7 @@ public final class Firewall {
             destination = FrameHeaders.ipv4Mapped | UInt128(data.loadBigEndian32(at: inner + 16))
             ports = inner + headerLength
         } else {
-            guard inner + 40 <= headers.networkEnd else { return false }
+            guard inner + 40 <= networkEnd else { return false }
             innerProtocol = data.loadByte(at: inner + 6)
             source = data.loadBigEndian128(at: inner + 8)
             destination = data.loadBigEndian128(at: inner + 24)
@@ -297,10 +320,10 @@ public final class Firewall {
             guard !FrameHeaders.isIPv4Mapped(source) && !FrameHeaders.isIPv4Mapped(destination) else { return false }
             ports = inner + 40
         }
-        guard ports + 8 <= headers.networkEnd else { return false }
+        guard ports + 8 <= networkEnd else { return false }
         // An error goes back to the sender of the packet it quotes (as nf_conntrack checks): one
         // addressed to anyone else would carry a payload past the rules in the error's name.
-        guard headers.destination == source else { return false }
+        guard errorDestination == source else { return false }
         var sourcePort = data.loadBigEndian16(at: ports)
         var destinationPort = data.loadBigEndian16(at: ports + 2)
         if innerProtocol == IPProtocol.icmp || innerProtocol == IPProtocol.icmpv6 {

@@ -110,9 +110,13 @@ extension Worker {
                 reason = .truncated
             } else {
                 let data = pool.data(packet)
-                let headers = FrameHeaders.walk(data, length: Int(packet.length))
+                let length = Int(packet.length)
                 reason = firewallPolicy._withUnsafeGuaranteedRef { policy in
-                    firewall.verdict(
+                    // Walked inside the closure: captured, the walk's result was copied into the
+                    // closure's context right after its narrow stores, and that copy stalled on
+                    // store forwarding on every delivered frame (38 % of `deliver`).
+                    let headers = FrameHeaders.walk(data, length: length)
+                    return firewall.verdict(
                         data,
                         headers: headers,
                         direction: .toGuest,
