@@ -48,12 +48,14 @@ import Testing
         worker.adoptPending()
         #expect(worker.adoptedVersion == 1, "one chunk adopted, not the version")
         #expect(worker.adopting?.remaining.count == 32)
-        // A newer update (NIC n0 goes) takes over with what was left.
+        // A newer update (NIC n0 goes) takes over with what was left: n0 joins the queue unless
+        // it is still in it (the first chunk's NICs follow the hash order of the ids).
+        let stillQueued = worker.adopting?.remaining.contains("n0") == true
         config.nics["n0"] = nil
         config.version = 3
         worker.publish(DataplaneUpdate(config: config, attachments: [:], changedNICs: ["n0"]))
         worker.adoptPending()
-        #expect(worker.adopting?.remaining.count == 25)
+        #expect(worker.adopting?.remaining.count == (stillQueued ? 24 : 25))
         while worker.adopting != nil { worker.continueAdoption() }
         #expect(worker.adoptedVersion == 3)
         #expect(worker.slotByID["n0"] == nil)
