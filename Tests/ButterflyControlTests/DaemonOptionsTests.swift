@@ -37,6 +37,17 @@ private struct TemporaryIni {
         #expect(options == DaemonOptions())
     }
 
+    @Test func connectionTableSize() throws {
+        #expect(try DaemonOptions.parse([]).connectionCapacity == 1 << 20)
+        #expect(try DaemonOptions.parse(["--conntrack-max", "5000"]).connectionCapacity == 5000)
+        let ini = try TemporaryIni("[general]\nconntrack-max = 2000000\n")
+        defer { ini.remove() }
+        #expect(try DaemonOptions.parse(["-c", ini.path]).connectionCapacity == 2_000_000)
+        for bad in ["0", "-1", "many", "\(1 << 27)"] {
+            #expect(throws: DaemonOptions.Failure.self) { try DaemonOptions.parse(["--conntrack-max", bad]) }
+        }
+    }
+
     @Test func shortOptions() throws {
         let options = try DaemonOptions.parse([
             "-i", "198.51.100.7", "-s", "/run/butterfly", "-e", "ipc:///tmp/b.sock", "-l", "debug", "-u", "3",

@@ -199,6 +199,54 @@ private func nic(
         #expect(r.snapshot.version == 6)
     }
 
+    /// A change reaches exactly the NICs it affects (what the worker adopts): a group's rules
+    /// the NICs carrying it, a group's members the NICs whose groups' rules name it, a NIC's
+    /// own change that NIC; nothing else is recompiled.
+    @Test func aChangeNamesExactlyTheNICsItAffects() throws {
+        var r = reconciler()
+        var model = Model()
+        func add(_ id: String, groups: [String]) throws {
+            var card = nic(id)
+            card.securityGroups = groups
+            r.apply(try model.addNIC(card), from: model)
+            #expect(r.changedNICs == [id])
+        }
+        try add("a", groups: ["web"])
+        try add("b", groups: ["db"])
+        try add("c", groups: [])
+        try add("d", groups: ["web", "db"])
+        let fromAdmins = FirewallRule(
+            direction: .inbound,
+            ipProtocol: 6,
+            ports: 22...22,
+            peer: .members(ofSecurityGroup: "admins")
+        )
+        let open = FirewallRule(
+            direction: .inbound,
+            ipProtocol: nil,
+            ports: nil,
+            peer: .cidr(IPAddress("0.0.0.0")!, prefixLength: 0)
+        )
+
+        r.apply(model.addRule(fromAdmins, toSecurityGroup: "web"), from: model)
+        #expect(r.changedNICs == ["a", "d"], "the NICs carrying web")
+        r.apply(model.addRule(open, toSecurityGroup: "db"), from: model)
+        #expect(r.changedNICs == ["b", "d"])
+        // admins is carried by no NIC; web's rules name its members.
+        r.apply(model.addMember(IPAddress("10.9.9.9")!, toSecurityGroup: "admins"), from: model)
+        #expect(r.changedNICs == ["a", "d"], "the NICs whose groups' rules name admins")
+        r.apply(model.addRule(open, toSecurityGroup: "lonely"), from: model)
+        #expect(r.changedNICs.isEmpty, "a group nobody carries or names reaches no NIC")
+        // A NIC's own change (its addresses) reaches that NIC only.
+        r.apply(try model.updateNIC(id: "c", Model.NICUpdate(ips: [IPAddress("10.0.0.3")!])), from: model)
+        #expect(r.changedNICs == ["c"])
+        // Once web no longer names admins, admins' members reach nobody.
+        r.apply(model.deleteRule(fromAdmins, fromSecurityGroup: "web"), from: model)
+        #expect(r.changedNICs == ["a", "d"])
+        r.apply(model.addMember(IPAddress("10.9.9.8")!, toSecurityGroup: "admins"), from: model)
+        #expect(r.changedNICs.isEmpty)
+    }
+
     @Test func oldSnapshotsAreUnaffected() throws {
         var r = reconciler()
         var model = Model()
