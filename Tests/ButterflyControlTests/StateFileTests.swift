@@ -288,6 +288,51 @@ private func restored(_ store: StateStore) throws -> (model: Model, tornTail: Bo
         #expect(back.model.nics.keys.sorted() == ["kept"])
     }
 
+    /// A last record that is all there (its length ends at the end of the file) but fails its
+    /// checksum was written whole and acknowledged, then damaged: dropping it as a torn tail
+    /// would lose an acknowledged change. A record torn by a crash is cut short, or ends in
+    /// the zeros of blocks never written.
+    @Test func aCompleteLastRecordThatFailsItsChecksumIsDamageNotATornTail() throws {
+        let path = temporaryPath()
+        defer {
+            remove(path)
+            for file
+                in (try? FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent))
+                ?? []
+            where file.hasPrefix((path as NSString).lastPathComponent + ".journal.damaged-") {
+                try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent + "/" + file)
+            }
+        }
+        let store = StateStore(path: path)
+        try store.compact(Model())
+        let service = makeService(stateStore: store)
+        for id in ["first", "last"] {
+            _ = service.handle(try Proto_Messages.with { $0.messages = [nicAdd(id)] }.serializedBytes())
+        }
+        var bytes = try #require(FileManager.default.contents(atPath: path + ".journal"))
+        bytes[bytes.count - 3] ^= 0x20  // one flipped bit in the last record's payload
+        try bytes.write(to: URL(fileURLWithPath: path + ".journal"))
+        #expect(throws: StateStore.Failure.self) { try StateStore(path: path).load() }
+        do {
+            _ = try StateStore(path: path).load()
+        } catch {
+            #expect(error.description.contains("is corrupt at byte"), "\(error)")
+            #expect(error.description.contains("--recover-state"), "\(error)")
+        }
+        // Recovery keeps the intact record and sets the damaged journal aside.
+        let recovered = try StateStore(path: path).recover()
+        #expect(recovered.messages.count == 1)
+        #expect(recovered.damaged.map(\.file) == [path + ".journal"])
+
+        // The same record ending in zeros (blocks never written before a crash) is a torn tail.
+        var torn = bytes
+        for index in (torn.count - 12)..<torn.count { torn[index] = 0 }
+        try torn.write(to: URL(fileURLWithPath: path + ".journal"))
+        let back = try restored(StateStore(path: path))
+        #expect(back.tornTail)
+        #expect(back.model.nics.keys.sorted() == ["first"])
+    }
+
     @Test func damagedRecordBeforeTheEndIsCorruption() throws {
         let path = temporaryPath()
         defer { remove(path) }

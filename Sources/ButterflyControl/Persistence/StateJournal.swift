@@ -136,15 +136,15 @@ final class StateJournal {
         return contents
     }
 
-    /// Every record that still checks, wherever it is (recovery), and whether a damaged record
-    /// was skipped to reach the ones behind it.
+    /// Every record that still checks, wherever it is (recovery), and whether any record was
+    /// damaged (the file is then set aside).
     static func intactRecords(path: String) throws(StateStore.Failure) -> (Contents, damaged: Bool)? {
         guard let bytes = try FileIO.read(path, what: "journal") else { return nil }
         guard let contents = try? scan(bytes, path: path) else {
             // Without a header the generation is unknown: nothing can be trusted to belong.
             throw StateStore.Failure("journal \(path) has no readable header; set it aside by hand")
         }
-        return (contents, contents.damage?.resumesAt != nil)
+        return (contents, contents.damage != nil)
     }
 
     /// Reads every record that checks. A record that does not is a torn tail when nothing
@@ -161,6 +161,9 @@ final class StateJournal {
             } else if version == 2, let behind = nextIntactRecord(bytes, after: offset) {
                 if contents.damage == nil { contents.damage = (offset, behind) }
                 offset = behind
+            } else if version == 2, isWholeDamagedRecord(bytes, at: offset) {
+                contents.damage = contents.damage ?? (offset, nil)
+                break
             } else if version == 1, !isLastV1Record(bytes, at: offset) {
                 contents.damage = (offset, nil)
                 contents.tornTailOffset = offset
@@ -212,6 +215,20 @@ final class StateJournal {
             candidate += 1
         }
         return nil
+    }
+
+    /// A last v2 record that is all there — its marker, a length that ends exactly at the end
+    /// of the file — yet fails its checksum was written whole (and acknowledged), then
+    /// damaged. A crash inside `append` leaves a record cut short, or one whose unwritten
+    /// blocks read as zeros: a whole record ending in 8 zero bytes still counts as torn (no
+    /// payload ends so: protobuf tags are never zero, and ids may not hold NUL).
+    private static func isWholeDamagedRecord(_ bytes: [UInt8], at offset: Int) -> Bool {
+        guard bytes.count - offset >= recordHeaderSize, bytes[offset..<offset + 4].elementsEqual(marker) else {
+            return false
+        }
+        let length = bytes[offset + 4..<offset + 8].reversed().reduce(0) { $0 << 8 | Int($1) }
+        guard length >= 8, offset + recordHeaderSize + length == bytes.count else { return false }
+        return !bytes[(bytes.count - 8)...].allSatisfy { $0 == 0 }
     }
 
     /// v1 records carry no marker and their checksum does not cover the length: a record that
