@@ -207,7 +207,13 @@ private func richModel() throws -> Model {
             encoding: .utf8
         )
         let error = #expect(throws: StateStore.Failure.self) { try StateFile(path: path).load() }
-        #expect(error?.description.contains("header announces 2 messages, file holds 1") == true)
+        #expect(
+            error?.description.contains(
+                "corrupt at byte 0 (the header line): it announces 2 messages, the file holds 1"
+            )
+                == true,
+            "\(String(describing: error))"
+        )
     }
 
     @Test func saveIntoAMissingDirectoryFails() {

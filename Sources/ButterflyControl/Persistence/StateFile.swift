@@ -129,10 +129,11 @@ public struct StateFile: Sendable {
                 "state file \(path) is corrupt at byte \(firstDamage.offset)"
                 + (firstDamage.message.map { " (message \($0))" } ?? "")
         } else if fields["checksum"].map(String.init) != Self.hex(StateJournal.checksum(body)) {
-            parsed.damage = "state file \(path) is corrupt: its checksum does not match"
+            // Every message checks: the header line itself, or whole messages moved.
+            parsed.damage = "state file \(path) is corrupt at byte 0 (the header line): its checksum does not match"
         } else if parsed.intact.count != expected {
             parsed.damage =
-                "state file \(path) is corrupt: header announces \(expected) messages, file holds \(parsed.intact.count)"
+                "state file \(path) is corrupt at byte 0 (the header line): it announces \(expected) messages, the file holds \(parsed.intact.count)"
         }
         return parsed
     }
