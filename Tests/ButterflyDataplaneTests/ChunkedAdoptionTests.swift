@@ -30,7 +30,8 @@ import Testing
         return nics
     }
 
-    @Test func manyChangedNICsAreAdoptedInChunksThenTheVersionCounts() {
+    /// A worker adopting 8 NICs a pass, running 40 NICs in VNI 1 (version 1), and its config.
+    static func workerWithFortyNICs() -> (Worker, DataplaneConfig) {
         var settings = Worker.Settings()
         settings.adoptionChunk = 8
         let worker = Worker(settings: settings, host: Self.host)
@@ -39,6 +40,11 @@ import Testing
         config.version = 1
         worker.publish(DataplaneUpdate(config: config, attachments: [:]))
         worker.runOnce()
+        return (worker, config)
+    }
+
+    @Test func manyChangedNICsAreAdoptedInChunksThenTheVersionCounts() {
+        var (worker, config) = Self.workerWithFortyNICs()
         #expect(worker.adoptedVersion == 1)
 
         // Every NIC moves to VNI 2: five chunks of eight.
@@ -72,14 +78,7 @@ import Testing
     /// twice per change, 10,000 rules on groups of 90 NICs kept a worker of 9,600 NICs busy
     /// for minutes after the load (999 ticks in 10 idle seconds).
     @Test func aNICNamedByManyChangesIsAdoptedOnce() {
-        var settings = Worker.Settings()
-        settings.adoptionChunk = 8
-        let worker = Worker(settings: settings, host: Self.host)
-        var config = DataplaneConfig(host: Self.host)
-        config.nics = Self.nics(40, vni: 1)
-        config.version = 1
-        worker.publish(DataplaneUpdate(config: config, attachments: [:]))
-        worker.runOnce()
+        var (worker, config) = Self.workerWithFortyNICs()
         let everyNIC = Array(config.nics.keys)
         for version in 2...101 {
             config.version = UInt64(version)
