@@ -253,7 +253,10 @@ extension Worker {
     private func attachPort(of guest: GuestSlot, slot: Int) {
         guard let port = guest.port else { return }
         if port.fileDescriptor >= 0 { watch(port.fileDescriptor, token: .port(slot: slot)) }
-        if port.hasSleepHooks { sleepHookSlots.append(slot) }
+        if port.hasSleepHooks {
+            sleepHookSlots.append(slot)
+            rearmAllSleepHooks = true
+        }
     }
 
     private func detachPort(of guest: GuestSlot, slot: Int) {

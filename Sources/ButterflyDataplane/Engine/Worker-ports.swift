@@ -39,6 +39,9 @@ extension Worker {
         portTaskPending.store(false, ordering: .relaxed)
         guard let task = portTask.withLock({ $0 }), task.claim() else { return }
         task.run()
+        // A task starts or stops rings: every port asks for its notifications again before the
+        // worker next sleeps.
+        rearmAllSleepHooks = true
     }
 }
 
