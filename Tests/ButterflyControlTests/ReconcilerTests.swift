@@ -247,6 +247,61 @@ private func nic(
         #expect(r.changedNICs.isEmpty)
     }
 
+    /// A rule added to a group reaches its NICs' matchers without compiling the group again
+    /// (`RuleMatcher.adding`); whatever the path, every NIC's policy is what compiling its
+    /// groups from scratch gives, after every change.
+    @Test func policiesAfterAddedRulesEqualACompileFromScratch() throws {
+        var r = reconciler()
+        var model = Model()
+        for (id, groups) in [("a", ["web"]), ("b", ["web", "db"]), ("c", ["db"]), ("d", ["admins"])] {
+            var card = nic(id)
+            card.securityGroups = groups
+            r.apply(try model.addNIC(card), from: model)
+        }
+        func check(_ step: String) {
+            for id in ["a", "b", "c", "d"] {
+                let config = r.snapshot.nics[id]!
+                let scratch = FirewallPolicy.compile(config, groups: r.snapshot.securityGroups, generation: 0)
+                #expect(config.firewall!.describe() == scratch.describe(), "\(step): NIC \(id)")
+            }
+        }
+        var generator = SystemRandomNumberGenerator()
+        for step in 0..<120 {
+            let group = ["web", "db", "admins"].randomElement(using: &generator)!
+            let peer: FirewallRule.Peer =
+                Int.random(in: 0..<4, using: &generator) == 0
+                ? .members(ofSecurityGroup: ["web", "db", "admins"].randomElement(using: &generator)!)
+                : .cidr(
+                    IPAddress.v4(UInt32.random(in: 0xC633_6400...0xC633_64FF, using: &generator)),
+                    prefixLength: UInt8.random(in: 24...32, using: &generator)
+                )
+            let port = UInt16.random(in: 1...400, using: &generator)
+            let rule = FirewallRule(
+                direction: Bool.random(using: &generator) ? .inbound : .outbound,
+                ipProtocol: [nil, 6, 17, 1, 132].randomElement(using: &generator)!,
+                ports: port...(port + UInt16.random(in: 0...30, using: &generator)),
+                peer: peer
+            )
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0:
+                r.apply(
+                    model.addMember(
+                        IPAddress.v4(UInt32.random(in: 0xCB00_7100...0xCB00_71FF, using: &generator)),
+                        toSecurityGroup: group
+                    ),
+                    from: model
+                )
+            case 1:
+                if let victim = model.securityGroups[group]?.rules.elements.randomElement(using: &generator) {
+                    r.apply(model.deleteRule(victim, fromSecurityGroup: group), from: model)
+                }
+            default:
+                r.apply(model.addRule(rule, toSecurityGroup: group), from: model)
+            }
+            check("step \(step)")
+        }
+    }
+
     @Test func oldSnapshotsAreUnaffected() throws {
         var r = reconciler()
         var model = Model()

@@ -514,4 +514,50 @@ import Testing
             checkAgainstModel(rules: rules, packets: 200, generator: &generator)
         }
     }
+
+    /// `adding` gives what compiling every rule gives: the same intervals and sets (what
+    /// `describe` prints), and the same verdicts as the model, rule after rule from empty and
+    /// a few at a time onto a large set.
+    @Test func addingRulesEqualsCompilingThemAll() {
+        var generator = SeededGenerator(seed: 0xADD5)
+        for _ in 0..<60 {
+            let base = (0..<Int.random(in: 0...40, using: &generator)).map { _ in Self.randomRule(&generator) }
+            var matcher = RuleMatcher(base.map(\.entry))
+            var rules = base
+            for _ in 0..<Int.random(in: 1...6, using: &generator) {
+                let more = (0..<Int.random(in: 1...2, using: &generator)).map { _ in Self.randomRule(&generator) }
+                matcher = matcher.adding(Self.list(more))
+                rules += more
+                let compiled = RuleMatcher(rules.map(\.entry))
+                #expect(matcher.describe() == compiled.describe())
+                #expect(matcher.ruleCount == rules.count)
+            }
+            for _ in 0..<200 {
+                let ipProtocol = Self.protocols.randomElement(using: &generator)! ?? 6
+                let port = Self.randomPort(&generator)
+                let address = Self.randomPeer(&generator, rules: rules)
+                let expected = rules.contains { $0.matches(ipProtocol: ipProtocol, port: port, peer: address) }
+                #expect(matcher.allows(ipProtocol: ipProtocol, port: port, peer: address) == expected)
+            }
+        }
+        // Onto thousands of rules, one at a time.
+        let large = (0..<3000).map { _ in Self.randomRule(&generator) }
+        var matcher = RuleMatcher(large.map(\.entry))
+        var rules = large
+        for _ in 0..<10 {
+            let one = Self.randomRule(&generator)
+            matcher = matcher.adding(Self.list([one]))
+            rules.append(one)
+        }
+        #expect(matcher.describe() == RuleMatcher(rules.map(\.entry)).describe())
+    }
+
+    static func list(_ rules: [ModelRule]) -> RuleMatcher.RuleList {
+        var list = RuleMatcher.RuleList()
+        for rule in rules {
+            list.add(ipProtocol: rule.entry.ipProtocol, ports: rule.entry.ports)
+            list.addPeers(rule.entry.peers)
+        }
+        return list
+    }
 }

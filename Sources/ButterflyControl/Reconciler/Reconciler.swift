@@ -59,7 +59,9 @@ public struct Reconciler: Sendable {
             let group = model.securityGroups[id].map {
                 SecurityGroupConfig(id: $0.id, rules: $0.rules, members: Set($0.members))
             }
-            let referencedBefore = snapshot.securityGroups[id]?.rules.referencedGroups ?? [:]
+            let before = snapshot.securityGroups[id]
+            let addedRule = Self.singleAddedRule(before: before, after: group)
+            let referencedBefore = before?.rules.referencedGroups ?? [:]
             let referencedAfter = group?.rules.referencedGroups ?? [:]
             for referenced in referencedBefore.keys where referencedAfter[referenced] == nil {
                 groupsReferencing[referenced]?.remove(id)
@@ -76,9 +78,19 @@ public struct Reconciler: Sendable {
             var compiled: [[String]: (inbound: RuleMatcher, outbound: RuleMatcher?)] = [:]
             for nicID in changedNICs {
                 guard var config = snapshot.nics[nicID] else { continue }
-                let matchers =
-                    compiled[config.securityGroups]
-                    ?? FirewallPolicy.compileMatchers(config.securityGroups, groups: snapshot.securityGroups)
+                let matchers: (inbound: RuleMatcher, outbound: RuleMatcher?)
+                if let done = compiled[config.securityGroups] {
+                    matchers = done
+                } else if let addedRule, let old = config.firewall {
+                    // One rule added, members unchanged: the NIC's matchers take the rule
+                    // instead of compiling every rule again (5–8 ms for a group of 10,000).
+                    matchers =
+                        config.securityGroups.contains(id)
+                        ? old.matchers(adding: addedRule, groups: snapshot.securityGroups)
+                        : (old.inbound, old.outbound)
+                } else {
+                    matchers = FirewallPolicy.compileMatchers(config.securityGroups, groups: snapshot.securityGroups)
+                }
                 compiled[config.securityGroups] = matchers
                 config.firewall = FirewallPolicy(
                     inbound: matchers.inbound,
@@ -92,6 +104,16 @@ public struct Reconciler: Sendable {
         }
         snapshot.version += 1
         return true
+    }
+
+    /// The one rule `after` has beyond `before` when that is the whole change (same members,
+    /// one rule more); nil for anything else. The rule sets share their structure, so the
+    /// difference costs about a path of the tree, not a walk of the group.
+    static func singleAddedRule(before: SecurityGroupConfig?, after: SecurityGroupConfig?) -> FirewallRule? {
+        guard let before, let after, after.rules.count == before.rules.count + 1, after.members == before.members
+        else { return nil }
+        let added = after.rules.unordered.subtracting(before.rules.unordered)
+        return added.count == 1 ? added.first : nil
     }
 
     /// Compiles one NIC's groups against the current snapshot (control thread).

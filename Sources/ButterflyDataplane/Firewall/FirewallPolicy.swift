@@ -87,6 +87,19 @@ public final class FirewallPolicy: @unchecked Sendable, Equatable {
         return (RuleMatcher(inbound), outbound.count == 0 ? nil : RuleMatcher(outbound))
     }
 
+    /// This policy's matchers with `rule` added (a rule added to one of the NIC's groups):
+    /// the same as compiling the groups again (`RuleMatcher.adding`), at the cost of the
+    /// intervals the rule touches.
+    public func matchers(
+        adding rule: FirewallRule,
+        groups: TreeDictionary<String, SecurityGroupConfig>
+    ) -> (inbound: RuleMatcher, outbound: RuleMatcher?) {
+        var list = RuleMatcher.RuleList()
+        Self.add(rule, to: &list, groups: groups)
+        if rule.direction == .inbound { return (inbound.adding(list), outbound) }
+        return (inbound, outbound?.adding(list) ?? RuleMatcher(list))
+    }
+
     static func add(
         _ rule: FirewallRule,
         to list: inout RuleMatcher.RuleList,

@@ -18,6 +18,21 @@ struct RuleCompiler {
     private var nextWithSameHash: [Int32] = []
     private var scratch: [ClosedRange<UInt128>] = []
 
+    /// Empty tables, for `RuleMatcher.adding` to fill.
+    init() {}
+
+    /// Stores a merged set (no deduplication); -1 for no address.
+    mutating func store(_ merged: [ClosedRange<UInt128>]) -> Int32 {
+        guard !merged.isEmpty else { return -1 }
+        let index = Int32(sets.count)
+        sets.append((Int32(ranges.count / 2), Int32(merged.count)))
+        for range in merged {
+            ranges.append(range.lowerBound)
+            ranges.append(range.upperBound)
+        }
+        return index
+    }
+
     init(_ entries: RuleMatcher.RuleList) {
         // Rules by protocol slot (256 = any), in input order: a counting sort.
         var slotStart = [Int](repeating: 0, count: 258)

@@ -149,9 +149,12 @@ public final class RuleMatcher: @unchecked Sendable {
         self.init(list)
     }
 
-    public init(_ entries: RuleList) {
-        let compiled = RuleCompiler(entries)
-        ruleCount = entries.count
+    public convenience init(_ entries: RuleList) {
+        self.init(RuleCompiler(entries), ruleCount: entries.count)
+    }
+
+    init(_ compiled: RuleCompiler, ruleCount: Int) {
+        self.ruleCount = ruleCount
         rangeCount = compiled.ranges.count / 2
         setCount = compiled.sets.count
         intervalCount = compiled.intervalStarts.count
@@ -165,6 +168,106 @@ public final class RuleMatcher: @unchecked Sendable {
         intervalStarts.initialize(from: compiled.intervalStarts, count: compiled.intervalStarts.count)
         intervalSets = .allocate(capacity: max(1, compiled.intervalSets.count))
         intervalSets.initialize(from: compiled.intervalSets, count: compiled.intervalSets.count)
+    }
+
+    /// This matcher with `added` rules too, without compiling the rules it holds again (a rule
+    /// added to a group of 10,000 took a whole compile: 5–8 ms): the protocols the new rules
+    /// name get their intervals split at the new port bounds and the new peers merged into the
+    /// sets of the intervals they cover; the other protocols are copied. The result is the one
+    /// compiling every rule gives, interval for interval (`RuleMatcherTests` compares them).
+    public func adding(_ added: RuleList) -> RuleMatcher {
+        var out = RuleCompiler()
+        var copiedSets: [Int32: Int32] = [:]
+        var bySlot: [Int: [Int]] = [:]
+        for rule in 0..<added.count { bySlot[Int(added.slots[rule]), default: []].append(rule) }
+        for slot in 0...256 {
+            let table = protocols[slot]
+            let old = Int(table.first)..<Int(table.first + table.count)
+            let first = Int32(out.intervalStarts.count)
+            guard let rules = bySlot[slot] else {
+                for index in old {
+                    out.intervalStarts.append(intervalStarts[index])
+                    out.intervalSets.append(copy(set: intervalSets[index], into: &out, copied: &copiedSets))
+                }
+                out.protocols[slot] = (first, Int32(out.intervalStarts.count) - first)
+                continue
+            }
+            // Boundaries: the old intervals' starts (port 0 when there were none) and each new
+            // rule's bounds; without ports, one interval.
+            let hasPorts = slot != 256 && Self.hasPorts(UInt8(slot))
+            var bounds: [Int] = old.isEmpty ? [0] : old.map { Int(intervalStarts[$0]) }
+            if hasPorts {
+                for rule in rules {
+                    bounds.append(Int(added.ports[rule].lowerBound))
+                    bounds.append(Int(added.ports[rule].upperBound) + 1)
+                }
+            }
+            bounds = Array(Set(bounds.filter { $0 <= 65535 })).sorted()
+            if !hasPorts { bounds = [0] }
+            var oldIndex = old.lowerBound
+            var previous: [ClosedRange<UInt128>]? = nil
+            for port in bounds {
+                while oldIndex + 1 < old.upperBound && Int(intervalStarts[oldIndex + 1]) <= port { oldIndex += 1 }
+                var peers: [ClosedRange<UInt128>] = []
+                if !old.isEmpty, intervalSets[oldIndex] >= 0 {
+                    let pairs = sets[Int(intervalSets[oldIndex])]
+                    for pair in Int(pairs.first)..<Int(pairs.first + pairs.count) {
+                        peers.append(ranges[pair * 2]...ranges[pair * 2 + 1])
+                    }
+                }
+                var covered = false
+                for rule in rules where !hasPorts || added.ports[rule].contains(UInt16(port)) {
+                    peers += added.peers(of: rule)
+                    covered = true
+                }
+                let merged = Self.merged(peers)
+                // Adjacent intervals with the same set are one (as the compiler emits them).
+                if let previous, previous == merged { continue }
+                previous = merged
+                out.intervalStarts.append(UInt16(port))
+                out.intervalSets.append(
+                    covered || old.isEmpty
+                        ? out.store(merged) : copy(set: intervalSets[oldIndex], into: &out, copied: &copiedSets)
+                )
+            }
+            out.protocols[slot] = (first, Int32(out.intervalStarts.count) - first)
+        }
+        return RuleMatcher(out, ruleCount: ruleCount + added.count)
+    }
+
+    /// Copies old set `set` into `out` once (-1 stays -1).
+    private func copy(set: Int32, into out: inout RuleCompiler, copied: inout [Int32: Int32]) -> Int32 {
+        guard set >= 0 else { return -1 }
+        if let done = copied[set] { return done }
+        let pairs = sets[Int(set)]
+        let index = Int32(out.sets.count)
+        out.sets.append((Int32(out.ranges.count / 2), pairs.count))
+        for pair in Int(pairs.first)..<Int(pairs.first + pairs.count) {
+            out.ranges.append(ranges[pair * 2])
+            out.ranges.append(ranges[pair * 2 + 1])
+        }
+        copied[set] = index
+        return index
+    }
+
+    /// Ranges sorted and merged where they overlap or touch (the compiler's canonical form).
+    static func merged(_ peers: [ClosedRange<UInt128>]) -> [ClosedRange<UInt128>] {
+        guard !peers.isEmpty else { return [] }
+        let sorted = peers.sorted { $0.lowerBound < $1.lowerBound }
+        var result: [ClosedRange<UInt128>] = []
+        var low = sorted[0].lowerBound
+        var high = sorted[0].upperBound
+        for range in sorted.dropFirst() {
+            if high == .max || range.lowerBound <= high + 1 {
+                high = max(high, range.upperBound)
+            } else {
+                result.append(low...high)
+                low = range.lowerBound
+                high = range.upperBound
+            }
+        }
+        result.append(low...high)
+        return result
     }
 
     deinit {
