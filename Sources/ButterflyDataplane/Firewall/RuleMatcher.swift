@@ -177,68 +177,112 @@ public final class RuleMatcher: @unchecked Sendable {
     /// compiling every rule gives, interval for interval (`RuleMatcherTests` compares them).
     public func adding(_ added: RuleList) -> RuleMatcher {
         var out = RuleCompiler()
-        var copiedSets: [Int32: Int32] = [:]
+        // Old set index → its copy in `out` (-1: not copied yet).
+        var copied = [Int32](repeating: -1, count: setCount)
         var bySlot: [Int: [Int]] = [:]
         for rule in 0..<added.count { bySlot[Int(added.slots[rule]), default: []].append(rule) }
         for slot in 0...256 {
             let table = protocols[slot]
             let old = Int(table.first)..<Int(table.first + table.count)
             let first = Int32(out.intervalStarts.count)
+            defer { out.protocols[slot] = (first, Int32(out.intervalStarts.count) - first) }
             guard let rules = bySlot[slot] else {
-                for index in old {
-                    out.intervalStarts.append(intervalStarts[index])
-                    out.intervalSets.append(copy(set: intervalSets[index], into: &out, copied: &copiedSets))
-                }
-                out.protocols[slot] = (first, Int32(out.intervalStarts.count) - first)
+                for index in old { copyInterval(index, into: &out, copied: &copied) }
                 continue
             }
-            // Boundaries: the old intervals' starts (port 0 when there were none) and each new
-            // rule's bounds; without ports, one interval.
             let hasPorts = slot != 256 && Self.hasPorts(UInt8(slot))
-            var bounds: [Int] = old.isEmpty ? [0] : old.map { Int(intervalStarts[$0]) }
-            if hasPorts {
-                for rule in rules {
-                    bounds.append(Int(added.ports[rule].lowerBound))
-                    bounds.append(Int(added.ports[rule].upperBound) + 1)
-                }
-            }
-            bounds = Array(Set(bounds.filter { $0 <= 65535 })).sorted()
-            if !hasPorts { bounds = [0] }
-            var oldIndex = old.lowerBound
-            var previous: [ClosedRange<UInt128>]? = nil
-            for port in bounds {
-                while oldIndex + 1 < old.upperBound && Int(intervalStarts[oldIndex + 1]) <= port { oldIndex += 1 }
-                var peers: [ClosedRange<UInt128>] = []
-                if !old.isEmpty, intervalSets[oldIndex] >= 0 {
-                    let pairs = sets[Int(intervalSets[oldIndex])]
-                    for pair in Int(pairs.first)..<Int(pairs.first + pairs.count) {
-                        peers.append(ranges[pair * 2]...ranges[pair * 2 + 1])
+            guard hasPorts, !old.isEmpty else {
+                // No ports (one interval), or no old interval: every piece from scratch.
+                var bounds: [Int] = [0]
+                if hasPorts {
+                    for rule in rules {
+                        bounds.append(Int(added.ports[rule].lowerBound))
+                        bounds.append(Int(added.ports[rule].upperBound) + 1)
                     }
                 }
+                var previous: [ClosedRange<UInt128>]? = nil
+                for port in Set(bounds.filter { $0 <= 65535 }).sorted() {
+                    var peers = old.isEmpty ? [] : content(of: intervalSets[old.lowerBound])
+                    for rule in rules where !hasPorts || added.ports[rule].contains(UInt16(port)) {
+                        peers += added.peers(of: rule)
+                    }
+                    let merged = Self.merged(peers)
+                    if let previous, previous == merged { continue }
+                    previous = merged
+                    out.intervalStarts.append(UInt16(port))
+                    out.intervalSets.append(out.store(merged))
+                }
+                continue
+            }
+            // Only the old intervals the new rules' ports reach are split and merged; those
+            // before and after are copied as they are.
+            let spanStart = rules.map { Int(added.ports[$0].lowerBound) }.min()!
+            let spanEnd = rules.map { Int(added.ports[$0].upperBound) }.max()! + 1
+            let firstTouched = lastInterval(in: old, startingAtOrBefore: spanStart)
+            let lastTouched = lastInterval(in: old, startingAtOrBefore: spanEnd - 1)
+            for index in old.lowerBound..<firstTouched { copyInterval(index, into: &out, copied: &copied) }
+            var previous: [ClosedRange<UInt128>]? =
+                firstTouched > old.lowerBound ? content(of: intervalSets[firstTouched - 1]) : nil
+            var bounds = (firstTouched...lastTouched).map { Int(intervalStarts[$0]) }
+            for rule in rules {
+                bounds.append(Int(added.ports[rule].lowerBound))
+                bounds.append(Int(added.ports[rule].upperBound) + 1)
+            }
+            // The intervals after the span keep their starts (copied below).
+            let spanLimit = lastTouched + 1 < old.upperBound ? Int(intervalStarts[lastTouched + 1]) : 65536
+            var oldIndex = firstTouched
+            for port in Set(bounds.filter { $0 < spanLimit }).sorted() {
+                while oldIndex < lastTouched && Int(intervalStarts[oldIndex + 1]) <= port { oldIndex += 1 }
+                var peers = content(of: intervalSets[oldIndex])
                 var covered = false
-                for rule in rules where !hasPorts || added.ports[rule].contains(UInt16(port)) {
+                for rule in rules where added.ports[rule].contains(UInt16(port)) {
                     peers += added.peers(of: rule)
                     covered = true
                 }
-                let merged = Self.merged(peers)
+                let merged = covered ? Self.merged(peers) : peers
                 // Adjacent intervals with the same set are one (as the compiler emits them).
                 if let previous, previous == merged { continue }
                 previous = merged
                 out.intervalStarts.append(UInt16(port))
                 out.intervalSets.append(
-                    covered || old.isEmpty
-                        ? out.store(merged) : copy(set: intervalSets[oldIndex], into: &out, copied: &copiedSets)
+                    covered ? out.store(merged) : copy(set: intervalSets[oldIndex], into: &out, copied: &copied)
                 )
             }
-            out.protocols[slot] = (first, Int32(out.intervalStarts.count) - first)
+            for index in (lastTouched + 1)..<old.upperBound {
+                if index == lastTouched + 1, let previous, previous == content(of: intervalSets[index]) { continue }
+                copyInterval(index, into: &out, copied: &copied)
+            }
         }
         return RuleMatcher(out, ruleCount: ruleCount + added.count)
     }
 
+    /// The last of the `intervals` (one protocol's) that starts at or before `port`.
+    private func lastInterval(in intervals: Range<Int>, startingAtOrBefore port: Int) -> Int {
+        var low = intervals.lowerBound
+        var high = intervals.upperBound - 1
+        while low < high {
+            let middle = (low + high + 1) >> 1
+            if Int(intervalStarts[middle]) <= port { low = middle } else { high = middle - 1 }
+        }
+        return low
+    }
+
+    /// The merged ranges of old set `set` (none for -1).
+    private func content(of set: Int32) -> [ClosedRange<UInt128>] {
+        guard set >= 0 else { return [] }
+        let pairs = sets[Int(set)]
+        return (Int(pairs.first)..<Int(pairs.first + pairs.count)).map { ranges[$0 * 2]...ranges[$0 * 2 + 1] }
+    }
+
+    private func copyInterval(_ index: Int, into out: inout RuleCompiler, copied: inout [Int32]) {
+        out.intervalStarts.append(intervalStarts[index])
+        out.intervalSets.append(copy(set: intervalSets[index], into: &out, copied: &copied))
+    }
+
     /// Copies old set `set` into `out` once (-1 stays -1).
-    private func copy(set: Int32, into out: inout RuleCompiler, copied: inout [Int32: Int32]) -> Int32 {
+    private func copy(set: Int32, into out: inout RuleCompiler, copied: inout [Int32]) -> Int32 {
         guard set >= 0 else { return -1 }
-        if let done = copied[set] { return done }
+        if copied[Int(set)] >= 0 { return copied[Int(set)] }
         let pairs = sets[Int(set)]
         let index = Int32(out.sets.count)
         out.sets.append((Int32(out.ranges.count / 2), pairs.count))
@@ -246,7 +290,7 @@ public final class RuleMatcher: @unchecked Sendable {
             out.ranges.append(ranges[pair * 2])
             out.ranges.append(ranges[pair * 2 + 1])
         }
-        copied[set] = index
+        copied[Int(set)] = index
         return index
     }
 
