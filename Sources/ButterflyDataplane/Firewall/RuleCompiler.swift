@@ -115,18 +115,7 @@ struct RuleCompiler {
         // Merge into the output directly; drop it again if an equal set exists.
         let start = ranges.count
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        var low = scratch[0].lowerBound
-        var high = scratch[0].upperBound
-        for range in scratch.dropFirst() {
-            if high == .max || range.lowerBound <= high + 1 {
-                high = max(high, range.upperBound)
-            } else {
-                append(low, high, hash: &hash)
-                low = range.lowerBound
-                high = range.upperBound
-            }
-        }
-        append(low, high, hash: &hash)
+        RuleMatcher.mergeSorted(scratch) { low, high in append(low, high, hash: &hash) }
         let count = (ranges.count - start) / 2
         var candidate = setsByHash[hash] ?? -1
         while candidate >= 0 {

@@ -296,22 +296,28 @@ public final class RuleMatcher: @unchecked Sendable {
 
     /// Ranges sorted and merged where they overlap or touch (the compiler's canonical form).
     static func merged(_ peers: [ClosedRange<UInt128>]) -> [ClosedRange<UInt128>] {
-        guard !peers.isEmpty else { return [] }
-        let sorted = peers.sorted { $0.lowerBound < $1.lowerBound }
         var result: [ClosedRange<UInt128>] = []
-        var low = sorted[0].lowerBound
-        var high = sorted[0].upperBound
+        mergeSorted(peers.sorted { $0.lowerBound < $1.lowerBound }) { result.append($0...$1) }
+        return result
+    }
+
+    /// Calls `emit` with each maximal range of `sorted` (ranges ordered by lower bound) once
+    /// overlapping or touching ones are joined.
+    @inline(__always)
+    static func mergeSorted(_ sorted: [ClosedRange<UInt128>], _ emit: (UInt128, UInt128) -> Void) {
+        guard let first = sorted.first else { return }
+        var low = first.lowerBound
+        var high = first.upperBound
         for range in sorted.dropFirst() {
             if high == .max || range.lowerBound <= high + 1 {
                 high = max(high, range.upperBound)
             } else {
-                result.append(low...high)
+                emit(low, high)
                 low = range.lowerBound
                 high = range.upperBound
             }
         }
-        result.append(low...high)
-        return result
+        emit(low, high)
     }
 
     deinit {
