@@ -212,12 +212,14 @@ public final class DataplaneRuntime: DataplaneBinding {
                 removedDevice = vhostUser.remove(named: id)
             }
         }
-        worker.publish(DataplaneUpdate(config: config, attachments: attachments, changedNICs: changedNICs))
+        let publication = worker.publish(
+            DataplaneUpdate(config: config, attachments: attachments, changedNICs: changedNICs)
+        )
         if let addedDevice { vhostUser.add(addedDevice.device, named: addedDevice.id, now: MonotonicClock.seconds()) }
         if let removed {
             // The worker must stop using the port before it is closed (and before a NIC of
             // the same name can be created again).
-            let unused = worker.waitForAdoption(of: config.version)
+            let unused = worker.waitForAdoption(ofPublication: publication)
             if let tap = removed.port as? TapPort { closingNames.insert(tap.name) }
             kernelReadSecond[removed.nicID] = nil
             // Only a port the worker is known to have let go of may be closed before its last

@@ -102,4 +102,26 @@ import Testing
         #expect(chunks == 4)
         #expect(worker.adoptedVersion == 111)
     }
+
+    /// The changes of one API request are published with the same configuration version; a
+    /// wait for a removed NIC's port must cover the update that removed it, not an earlier one
+    /// of the same version (the port closer closes the port's fd once the wait returns).
+    @Test func aWaitCoversItsOwnPublicationNotAnEarlierOneOfTheSameVersion() {
+        var (worker, config) = Self.workerWithFortyNICs()
+        config.version = 2
+        config.nics["n1"]!.vni = 2
+        let first = worker.publish(DataplaneUpdate(config: config, attachments: [:], changedNICs: ["n1"]))
+        worker.adoptPending()
+        #expect(worker.adoptedVersion == 2)
+        #expect(worker.waitForAdoption(ofPublication: first, timeoutMilliseconds: 0))
+        // Same version, a NIC removed: not adopted until the worker has taken it.
+        config.nics["n2"] = nil
+        let second = worker.publish(DataplaneUpdate(config: config, attachments: [:], changedNICs: ["n2"]))
+        #expect(second > first)
+        #expect(!worker.waitForAdoption(ofPublication: second, timeoutMilliseconds: 0), "n2 is still in a slot")
+        #expect(worker.slotByID["n2"] != nil)
+        worker.adoptPending()
+        #expect(worker.waitForAdoption(ofPublication: second, timeoutMilliseconds: 0))
+        #expect(worker.slotByID["n2"] == nil)
+    }
 }

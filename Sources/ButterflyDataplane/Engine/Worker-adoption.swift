@@ -12,6 +12,9 @@ import Synchronization
 struct Mailbox {
     var update: DataplaneUpdate?
     var queued: Set<String> = []
+    /// Publications so far, and the one `update` is (it covers every earlier one).
+    var published: UInt64 = 0
+    var sequence: UInt64 = 0
 }
 
 /// An update being adopted chunk by chunk: the NICs left (each once: `queued` holds the same
@@ -20,6 +23,8 @@ struct Adoption {
     var update: DataplaneUpdate
     var remaining: ArraySlice<String>
     var queued: Set<String>
+    /// The publication it completes.
+    var sequence: UInt64
     var longestChunk: UInt64 = 0
 }
 
@@ -36,17 +41,18 @@ extension Worker {
     func adoptPending() {
         pending.store(false, ordering: .relaxed)
         guard
-            let (update, queued) = mailbox.withLock({ box -> (DataplaneUpdate, Set<String>)? in
+            let (update, queued, sequence) = mailbox.withLock({ box -> (DataplaneUpdate, Set<String>, UInt64)? in
                 guard let update = box.update.take() else { return nil }
                 var queued: Set<String> = []
                 swap(&queued, &box.queued)
-                return (update, queued)
+                return (update, queued, box.sequence)
             })
         else { return }
         if var unfinished = adopting.take(), let later = update.changedNICs {
             // NICs still queued keep their place; the others join the end.
             for id in later where unfinished.queued.insert(id).inserted { unfinished.remaining.append(id) }
             unfinished.update = update
+            unfinished.sequence = sequence
             adopting = unfinished
             continueAdoption()
             return
@@ -56,9 +62,10 @@ extension Worker {
             adopt(update)
             recordPause(Self.threadCPUNanoseconds() &- start, last: true)
             adopted.store(update.config.version, ordering: .releasing)
+            adoptedPublication.store(sequence, ordering: .releasing)
             return
         }
-        adopting = Adoption(update: update, remaining: changed[...], queued: queued)
+        adopting = Adoption(update: update, remaining: changed[...], queued: queued, sequence: sequence)
         continueAdoption()
     }
 
@@ -89,6 +96,7 @@ extension Worker {
         if finished {
             lastAdoption.store(progress.longestChunk, ordering: .relaxed)
             adopted.store(progress.update.config.version, ordering: .releasing)
+            adoptedPublication.store(progress.sequence, ordering: .releasing)
         } else {
             adopting = progress
         }

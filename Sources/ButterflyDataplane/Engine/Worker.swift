@@ -82,6 +82,8 @@ public final class Worker: @unchecked Sendable {
     /// by the caller itself.
     let threadRunning = Atomic<Bool>(false)
     let adopted = Atomic<UInt64>(0)
+    /// The last publication (`publish`'s sequence number) fully adopted.
+    let adoptedPublication = Atomic<UInt64>(0)
     let longestAdoption = Atomic<UInt64>(0)
     let lastAdoption = Atomic<UInt64>(0)
     private let running = Atomic<Bool>(true)
@@ -152,9 +154,13 @@ public final class Worker: @unchecked Sendable {
 
     // MARK: Control plane side (any thread)
 
-    /// Hands a new configuration to the worker; it is adopted between two batches.
-    public func publish(_ update: DataplaneUpdate) {
-        mailbox.withLock { box in
+    /// Hands a new configuration to the worker; it is adopted between two batches. Returns
+    /// the publication's sequence number (for `waitForAdoption(ofPublication:)`).
+    @discardableResult
+    public func publish(_ update: DataplaneUpdate) -> UInt64 {
+        let sequence = mailbox.withLock { box in
+            box.published &+= 1
+            box.sequence = box.published
             var update = update
             // A configuration the worker has not adopted yet is replaced: what it changed must
             // still be adopted, each NIC once (an orchestrator's rules name the same NICs again
@@ -173,10 +179,12 @@ public final class Worker: @unchecked Sendable {
                 update.changedNICs = nil
             }
             box.update = update
+            return box.published
         }
         pending.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
+        return sequence
     }
 
     /// The longest time the worker spent adopting one configuration (its longest pause in
@@ -188,12 +196,14 @@ public final class Worker: @unchecked Sendable {
     /// The version of the last configuration the worker adopted.
     public var adoptedVersion: UInt64 { adopted.load(ordering: .acquiring) }
 
-    /// Waits (briefly) until the worker runs `version` or later: after it returns, ports the
-    /// control plane removed are no longer used by the worker.
+    /// Waits (briefly) until the worker has adopted publication `sequence` (what `publish`
+    /// returned) and every one before it; true once it has: the ports that publication removed
+    /// are then no longer used by the worker. A publication, not a configuration version: the
+    /// changes of one API request are published with the same version, one after the other.
     @discardableResult
-    public func waitForAdoption(of version: UInt64, timeoutMilliseconds: Int = 2000) -> Bool {
+    public func waitForAdoption(ofPublication sequence: UInt64, timeoutMilliseconds: Int = 2000) -> Bool {
         var waited = 0
-        while adoptedVersion < version {
+        while adoptedPublication.load(ordering: .acquiring) < sequence {
             guard waited < timeoutMilliseconds * 10 else { return false }
             usleep(100)
             waited += 1
