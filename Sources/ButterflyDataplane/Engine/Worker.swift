@@ -263,8 +263,8 @@ public final class Worker: @unchecked Sendable {
             if now != lastSweep { sweep() }
             // Asleep (`emptyPolls` at the threshold), the worker goes straight back to epoll:
             // a pass over every port after each wake-up made a trickle of frames on a few of
-            // thousands of ports cost a receive call on all of them. Never asleep with an
-            // adoption in progress: its next chunk is due on the next pass.
+            // thousands of ports cost a receive call on all of them. An adoption in progress
+            // keeps the worker awake (epoll without waiting, below), not passing over the ports.
             if emptyPolls < settings.idlePollsBeforeSleep {
                 // A pass that brings a few frames counts as empty: busy polling pays only for
                 // traffic, not for a trickle spread over many ports.
