@@ -360,7 +360,7 @@ public enum Daemon {
     static func maximumOpenFiles() -> rlim_t {
         guard let text = try? String(contentsOfFile: "/proc/sys/fs/nr_open", encoding: .utf8),
             let value = rlim_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        else { return 1 << 20 }
+        else { return defaultOpenFiles }
         return value
     }
 

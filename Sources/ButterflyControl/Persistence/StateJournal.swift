@@ -197,7 +197,7 @@ final class StateJournal {
         if version == 2 && !bytes[offset..<offset + 4].elementsEqual(marker) { return nil }
         let lengthAt = version == 2 ? offset + 4 : offset
         let lengthBytes = Array(bytes[lengthAt..<lengthAt + 4])
-        let length = lengthBytes.reversed().reduce(0) { $0 << 8 | Int($1) }
+        let length = littleEndian32(lengthBytes[...])
         guard length <= maximumRecordBytes, remaining - headerSize >= length else { return nil }
         let payload = Array(bytes[(offset + headerSize)..<(offset + headerSize + length)])
         let expected = Array(bytes[(lengthAt + 4)..<(lengthAt + 12)])
@@ -226,7 +226,7 @@ final class StateJournal {
         guard bytes.count - offset >= recordHeaderSize, bytes[offset..<offset + 4].elementsEqual(marker) else {
             return false
         }
-        let length = bytes[offset + 4..<offset + 8].reversed().reduce(0) { $0 << 8 | Int($1) }
+        let length = littleEndian32(bytes[offset + 4..<offset + 8])
         guard length >= 8, offset + recordHeaderSize + length == bytes.count else { return false }
         return !bytes[(bytes.count - 8)...].allSatisfy { $0 == 0 }
     }
@@ -235,8 +235,13 @@ final class StateJournal {
     /// fails is a torn tail only if its announced length runs to or past the end.
     private static func isLastV1Record(_ bytes: [UInt8], at offset: Int) -> Bool {
         guard bytes.count - offset >= 12 else { return true }
-        let length = bytes[offset..<offset + 4].reversed().reduce(0) { $0 << 8 | Int($1) }
+        let length = littleEndian32(bytes[offset..<offset + 4])
         return offset + 12 + length >= bytes.count
+    }
+
+    /// A record's length field (4 bytes, little-endian).
+    private static func littleEndian32(_ bytes: ArraySlice<UInt8>) -> Int {
+        bytes.reversed().reduce(0) { $0 << 8 | Int($1) }
     }
 
     static func checksum(_ data: [UInt8]) -> [UInt8] {

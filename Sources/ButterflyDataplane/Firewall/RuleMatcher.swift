@@ -193,13 +193,7 @@ public final class RuleMatcher: @unchecked Sendable {
             let hasPorts = slot != 256 && Self.hasPorts(UInt8(slot))
             guard hasPorts, !old.isEmpty else {
                 // No ports (one interval), or no old interval: every piece from scratch.
-                var bounds: [Int] = [0]
-                if hasPorts {
-                    for rule in rules {
-                        bounds.append(Int(added.ports[rule].lowerBound))
-                        bounds.append(Int(added.ports[rule].upperBound) + 1)
-                    }
-                }
+                let bounds = hasPorts ? [0] + Self.portBounds(of: rules, in: added) : [0]
                 var previous: [ClosedRange<UInt128>]? = nil
                 for port in Set(bounds.filter { $0 <= 65535 }).sorted() {
                     var peers = old.isEmpty ? [] : content(of: intervalSets[old.lowerBound])
@@ -223,11 +217,8 @@ public final class RuleMatcher: @unchecked Sendable {
             for index in old.lowerBound..<firstTouched { copyInterval(index, into: &out, copied: &copied) }
             var previous: [ClosedRange<UInt128>]? =
                 firstTouched > old.lowerBound ? content(of: intervalSets[firstTouched - 1]) : nil
-            var bounds = (firstTouched...lastTouched).map { Int(intervalStarts[$0]) }
-            for rule in rules {
-                bounds.append(Int(added.ports[rule].lowerBound))
-                bounds.append(Int(added.ports[rule].upperBound) + 1)
-            }
+            let bounds =
+                (firstTouched...lastTouched).map { Int(intervalStarts[$0]) } + Self.portBounds(of: rules, in: added)
             // The intervals after the span keep their starts (copied below).
             let spanLimit = lastTouched + 1 < old.upperBound ? Int(intervalStarts[lastTouched + 1]) : 65536
             var oldIndex = firstTouched
@@ -254,6 +245,12 @@ public final class RuleMatcher: @unchecked Sendable {
             }
         }
         return RuleMatcher(out, ruleCount: ruleCount + added.count)
+    }
+
+    /// Where `rules`' port ranges start and end (the port after each range; 65536 past the
+    /// last port).
+    private static func portBounds(of rules: [Int], in list: RuleList) -> [Int] {
+        rules.flatMap { [Int(list.ports[$0].lowerBound), Int(list.ports[$0].upperBound) + 1] }
     }
 
     /// The last of the `intervals` (one protocol's) that starts at or before `port`.

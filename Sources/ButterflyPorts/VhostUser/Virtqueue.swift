@@ -96,9 +96,14 @@ public struct Virtqueue {
 
     /// Takes the next available chain's head (the caller checked `pending() > 0`).
     public mutating func takeHead() -> UInt16 {
-        let slot = Int(lastAvailable & (size &- 1))
-        lastAvailable &+= 1
-        return UInt16(littleEndian: available.load(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
+        defer { lastAvailable &+= 1 }
+        return availableHead(at: lastAvailable)
+    }
+
+    /// The chain head in available-ring entry `entry` (a free-running index).
+    @inline(__always)
+    private func availableHead(at entry: UInt16) -> UInt16 {
+        UInt16(littleEndian: available.load(fromByteOffset: 4 + 2 * Int(entry & (size &- 1)), as: UInt16.self))
     }
 
     /// Warms the cache for the next `count` available chains: first their head descriptors,
@@ -110,17 +115,13 @@ public struct Virtqueue {
         guard count > 0 else { return }
         var entry = lastAvailable
         for _ in 0..<count {
-            let head = UInt16(
-                littleEndian: available.load(fromByteOffset: 4 + 2 * Int(entry & (size &- 1)), as: UInt16.self)
-            )
+            let head = availableHead(at: entry)
             if head < size { cbutterfly_prefetch(descriptors + 16 * Int(head)) }
             entry &+= 1
         }
         entry = lastAvailable
         for _ in 0..<count {
-            let head = UInt16(
-                littleEndian: available.load(fromByteOffset: 4 + 2 * Int(entry & (size &- 1)), as: UInt16.self)
-            )
+            let head = availableHead(at: entry)
             entry &+= 1
             guard head < size else { continue }
             let descriptor = descriptors + 16 * Int(head)
